@@ -1,0 +1,273 @@
+"""Ground-truth VRAM measurement for LLaMA-Factory SFT runs (how vram_h100.jsonl was made).
+
+Builds random-init models from real architecture configs, a synthetic long dataset, then runs
+LLaMA-Factory's own `run_exp` for a few steps per configuration in a fresh process and records
+peak memory (torch allocated / reserved, and NVML process usage which includes the CUDA context).
+
+Usage on a CUDA machine with llamafactory 0.9.5 installed:
+  python3 measure_vram.py prepare WORKDIR MODEL...
+  python3 measure_vram.py one WORKDIR JSON_CASE          (runs one case in this process)
+  python3 measure_vram.py grid WORKDIR CASES.jsonl OUT.jsonl [DEADLINE_S]  (one subprocess per case)
+  python3 measure_vram.py env                            (versions and GPU, as JSON)
+
+Copied from shared/calibration/measure_vram.py (same method); changes in this copy: the qwen2.5-3b
+and qwen3-4b architectures, `head_dim` passed through to the config, a `env` command, the resolved
+attention implementation / gradient checkpointing / parameter counts recorded per case, the stderr
+tail kept for failed cases, and the CUDA calls in the step probe skipped when no GPU is present
+(so the pipeline can be smoke-tested on CPU with the "tiny" model and bf16 off).
+"""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+ARCHS = {
+    # Facts from the public config.json files of these checkpoints.
+    "qwen2.5-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                         num_attention_heads=14, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "qwen2.5-1.5b": dict(model_type="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                         num_attention_heads=12, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "qwen2.5-3b": dict(model_type="qwen2", hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
+                       num_attention_heads=16, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "qwen2.5-7b": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                       num_attention_heads=28, num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
+    "qwen2.5-14b": dict(model_type="qwen2", hidden_size=5120, intermediate_size=13824, num_hidden_layers=48,
+                        num_attention_heads=40, num_key_value_heads=8, vocab_size=152064, tie_word_embeddings=False),
+    "tiny": dict(model_type="qwen2", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, vocab_size=4096, tie_word_embeddings=True),
+    "qwen3-4b": dict(model_type="qwen3", hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
+                     num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=151936,
+                     tie_word_embeddings=True),
+    "llama3.1-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                        num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
+}
+
+
+def prepare(workdir, models):
+    import torch
+    from tokenizers import Tokenizer, models as tmodels, pre_tokenizers
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    os.makedirs(workdir, exist_ok=True)
+    # A word-level tokenizer: one token per whitespace-separated word, so lengths are exact.
+    words = [f"w{i}" for i in range(2000)]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"]
+    vocab = {t: i for i, t in enumerate(specials + words)}
+    tok = Tokenizer(tmodels.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>", additional_special_tokens=["<|im_start|>"])
+    # Dataset: long samples so every sequence is truncated to exactly cutoff_len.
+    import random
+    rnd = random.Random(0)
+    data_dir = os.path.join(workdir, "data")
+    os.makedirs(data_dir, exist_ok=True)
+    rows = []
+    for _ in range(256):
+        rows.append({"instruction": " ".join(rnd.choice(words) for _ in range(9000)), "input": "",
+                     "output": " ".join(rnd.choice(words) for _ in range(9000))})
+    with open(os.path.join(data_dir, "long.json"), "w") as f:
+        json.dump(rows, f)
+    with open(os.path.join(data_dir, "dataset_info.json"), "w") as f:
+        json.dump({"long": {"file_name": "long.json"}}, f)
+
+    for name in models:
+        arch = dict(ARCHS[name])
+        mdir = os.path.join(workdir, "models", name)
+        if os.path.exists(os.path.join(mdir, "config.json")):
+            continue
+        model_type = arch.pop("model_type")
+        cfg = AutoConfig.for_model(model_type, **arch, max_position_embeddings=32768, rms_norm_eps=1e-6,
+                                   rope_theta=1000000.0, torch_dtype="bfloat16", bos_token_id=0, eos_token_id=2,
+                                   pad_token_id=0)
+        t0 = time.time()
+        with torch.device(os.environ.get("LFM_DEVICE", "cuda")):
+            model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+        model.save_pretrained(mdir, safe_serialization=True)
+        fast.save_pretrained(mdir)
+        n = sum(p.numel() for p in model.parameters())
+        del model
+        torch.cuda.empty_cache()
+        print(json.dumps({"prepared": name, "params": n, "seconds": round(time.time() - t0, 1)}), flush=True)
+
+
+class _NvmlPeak:
+    def __init__(self):
+        self.peak = 0
+        self._stop = False
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+            self.nvml = pynvml
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        except Exception:
+            self.nvml = None
+
+    def _run(self):
+        pid = os.getpid()
+        while not self._stop:
+            try:
+                for p in self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle):
+                    if p.pid == pid and p.usedGpuMemory:
+                        self.peak = max(self.peak, p.usedGpuMemory)
+                used = self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used
+                self.device_peak = max(getattr(self, "device_peak", 0), used)
+            except Exception:
+                pass
+            time.sleep(0.02)
+
+    def start(self):
+        if self.nvml:
+            threading.Thread(target=self._run, daemon=True).start()
+        return self
+
+    def stop(self):
+        self._stop = True
+
+
+def one(workdir, case):
+    import torch
+    from transformers import TrainerCallback
+
+    nv = _NvmlPeak().start()
+    step_times = []
+    mem_by_step = []
+
+    cuda = torch.cuda.is_available()
+    info = {}
+
+    class Probe(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            try:
+                cfg = model.config
+                info["attn_implementation"] = getattr(cfg, "_attn_implementation", None)
+                info["gradient_checkpointing"] = bool(getattr(model, "is_gradient_checkpointing", False))
+                info["params_total"] = sum(p.numel() for p in model.parameters())
+                info["params_trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+                dts = {}
+                for p in model.parameters():
+                    k = str(p.dtype).replace("torch.", "") + ("_trainable" if p.requires_grad else "")
+                    dts[k] = dts.get(k, 0) + p.numel()
+                info["param_dtypes"] = dts
+                info["optim"] = str(args.optim)
+            except Exception as e:  # informational only
+                info["probe_error"] = repr(e)
+            if cuda:
+                info["allocated_at_train_begin"] = torch.cuda.memory_allocated()
+
+        def on_step_begin(self, args, state, control, **kw):
+            if cuda:
+                torch.cuda.synchronize()
+            self.t = time.time()
+
+        def on_step_end(self, args, state, control, **kw):
+            if cuda:
+                torch.cuda.synchronize()
+            step_times.append(time.time() - self.t)
+            if cuda:
+                mem_by_step.append((torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()))
+
+    args = {
+        "stage": "sft", "do_train": True, "finetuning_type": "lora", "lora_target": "all",
+        "template": "qwen", "dataset_dir": os.path.join(workdir, "data"), "dataset": "long",
+        "max_samples": 64, "overwrite_cache": True, "preprocessing_num_workers": 8,
+        "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1, "learning_rate": 1e-4,
+        "max_steps": 4, "lr_scheduler_type": "cosine", "bf16": True, "logging_steps": 1,
+        "save_strategy": "no", "report_to": "none", "overwrite_output_dir": True,
+        "output_dir": os.path.join(workdir, "out", case["id"]), "disable_tqdm": True,
+    }
+    model = case.pop("model")
+    args["model_name_or_path"] = os.path.join(workdir, "models", model)
+    case_id = case.pop("id")
+    args.update(case)
+    from llamafactory.train.tuner import run_exp
+    t0 = time.time()
+    err = None
+    try:
+        run_exp(args, callbacks=[Probe()])
+    except Exception as e:  # OOM or config error: record, don't crash the grid
+        import traceback
+        traceback.print_exc()
+        err = f"{type(e).__name__}: {str(e)[:300]}"
+    nv.stop()
+    res = {"id": case_id, "model": model, **case, "ok": err is None, "error": err,
+           "max_allocated": torch.cuda.max_memory_allocated() if cuda else 0,
+           "max_reserved": torch.cuda.max_memory_reserved() if cuda else 0,
+           "nvml_process_peak": nv.peak, "nvml_device_peak": getattr(nv, "device_peak", 0),
+           "mem_by_step": mem_by_step, "step_times": [round(s, 4) for s in step_times],
+           "wall": round(time.time() - t0, 1), **info}
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+def grid(workdir, cases_path, out_path, deadline_s):
+    t_end = time.time() + float(deadline_s)
+    with open(cases_path) as f:
+        cases = [json.loads(l) for l in f if l.strip()]
+    done = set()
+    if os.path.exists(out_path):
+        with open(out_path) as f:
+            done = {json.loads(l)["id"] for l in f if l.strip()}
+    for case in cases:
+        if case["id"] in done:
+            continue
+        left = t_end - time.time()
+        if left < 30:
+            print(json.dumps({"skipped": case["id"], "reason": "deadline"}), flush=True)
+            continue
+        try:
+            p = subprocess.run([sys.executable, __file__, "one", workdir, json.dumps(case)], capture_output=True,
+                               text=True, timeout=min(left, 300))
+            lines = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
+            if lines:
+                res = json.loads(lines[-1][7:])
+                if not res.get("ok"):
+                    res["tail"] = p.stderr[-4000:]
+            else:
+                res = {"id": case["id"], "ok": False, "error": "no result", "rc": p.returncode,
+                       "tail": (p.stdout + p.stderr)[-4000:]}
+        except subprocess.TimeoutExpired as e:
+            err_tail = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+            res = {"id": case["id"], "ok": False, "error": "timeout", "tail": err_tail[-4000:]}
+        import shutil
+        shutil.rmtree(os.path.join(workdir, "out", case["id"]), ignore_errors=True)
+        with open(out_path, "a") as f:
+            f.write(json.dumps(res) + "\n")
+        print(json.dumps({k: res.get(k) for k in ("id", "ok", "max_allocated", "max_reserved", "nvml_process_peak",
+                                                     "error")}), flush=True)
+
+
+def env():
+    import importlib.metadata as md
+    out = {}
+    for name in ("torch", "transformers", "peft", "accelerate", "trl", "datasets", "tokenizers", "llamafactory",
+                 "liger-kernel", "bitsandbytes", "triton", "flash-attn", "nvidia-ml-py"):
+        try:
+            out[name] = md.version(name)
+        except Exception:
+            out[name] = None
+    try:
+        import torch
+        out["cuda"] = torch.version.cuda
+        if torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name(0)
+            out["gpu_total_memory"] = torch.cuda.get_device_properties(0).total_memory
+        import pynvml
+        pynvml.nvmlInit()
+        out["driver"] = pynvml.nvmlSystemGetDriverVersion()
+    except Exception as e:
+        out["env_error"] = repr(e)
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "prepare":
+        prepare(sys.argv[2], sys.argv[3:])
+    elif cmd == "one":
+        one(sys.argv[2], json.loads(sys.argv[3]))
+    elif cmd == "env":
+        env()
+    elif cmd == "grid":
+        grid(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else 540)
