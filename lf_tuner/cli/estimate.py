@@ -1,0 +1,168 @@
+"""`lf-tuner estimate`: peak GPU memory of a LLaMA-Factory run before it starts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+from rich import box
+from rich.table import Table
+
+from lf_tuner.cli._common import console, load_yaml_mapping
+from lf_tuner.errors import LfTunerError
+from lf_tuner.memory import (
+    ATTENTIONS,
+    DEEPSPEED,
+    GIB,
+    METHODS,
+    Estimate,
+    TrainSetup,
+    fit_changes,
+    max_cutoff,
+    setup_from_config,
+)
+from lf_tuner.models import resolve_model
+
+LABELS = {
+    "weights": "base weights",
+    "trainable_params": "trainable params",
+    "gradients": "gradients",
+    "optimizer_states": "optimizer states",
+    "optimizer_step_temp": "optimizer step temporaries",
+    "autocast_cache": "autocast weight copies",
+    "activations": "activations",
+    "logits_loss": "logits + loss",
+    "deepspeed_buffers": "DeepSpeed buffers",
+    "comm_buffers": "NCCL buffers",
+    "allocator_overhead": "allocator overhead",
+    "cuda_context": "CUDA context",
+}
+
+
+def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and value <= 0:
+        raise click.BadParameter(f"must be positive, got {value}")
+    return value
+
+
+def gather_setup(config: Path | None, model: str | None, flags: dict[str, Any]) -> TrainSetup:
+    """The run to estimate: the config file (if any), then the flags on top."""
+    cfg: dict[str, Any] = load_yaml_mapping(config) if config else {}
+    if config:
+        _check_keys(cfg, config)
+    if model:
+        cfg["model_name_or_path"] = model
+    elif not cfg.get("model_name_or_path"):
+        raise click.UsageError("pass --model NAME|DIR or --config train.yaml")
+    keys = {
+        "cutoff": "cutoff_len", "batch": "per_device_train_batch_size", "grad_accum": "gradient_accumulation_steps",
+        "rank": "lora_rank", "lora_target": "lora_target", "quantization_bit": "quantization_bit",
+        "optim": "optim", "liger": "enable_liger_kernel", "pure_bf16": "pure_bf16", "packing": "packing",
+    }  # fmt: skip
+    for flag, key in keys.items():
+        if flags.get(flag) is not None:
+            cfg[key] = flags[flag]
+    if flags.get("no_gradient_checkpointing"):
+        cfg["disable_gradient_checkpointing"] = True
+    if flags.get("attention"):
+        cfg["flash_attn"] = {"eager": "disabled"}.get(flags["attention"], flags["attention"])
+    method = flags.get("method")
+    if method:
+        cfg["finetuning_type"] = "lora" if method == "qlora" else method
+        if method == "qlora" and not cfg.get("quantization_bit"):
+            cfg["quantization_bit"] = 4
+    if not config and "per_device_train_batch_size" not in cfg:
+        cfg["per_device_train_batch_size"] = 1
+    setup = setup_from_config(cfg, resolve_model(str(cfg["model_name_or_path"])), gpus=flags.get("gpus") or 1)
+    if flags.get("deepspeed"):
+        setup = replace(setup, deepspeed=flags["deepspeed"])
+    return setup
+
+
+def _check_keys(cfg: dict[str, Any], path: Path) -> None:
+    """Unknown keys fail the same way LLaMA-Factory would, before anything else."""
+    try:
+        from lf_tuner.config.validate import validate_config
+    except ImportError:
+        return
+    problems = [p for p in validate_config(cfg) if "unknown key" in p.message]
+    if problems:
+        raise LfTunerError(f"{path}: " + "; ".join(str(p) for p in problems))
+
+
+def render_table(est: Estimate) -> Table:
+    s = est.setup
+    method = "qlora" if s.is_lora and s.quant_bits else s.method
+    title = (
+        f"{s.arch.name} · {method} · cutoff {s.cutoff_len} × batch {s.batch_size}"
+        + (f" · {s.gpus} GPUs" if s.gpus > 1 else "")
+        + (f" · DeepSpeed {s.deepspeed}" if s.deepspeed else "")
+    )
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", min_width=len(title))
+    table.add_column("component")
+    table.add_column("GiB", justify="right")
+    for name, value in est.components.items():
+        table.add_row(LABELS.get(name, name), f"{value / GIB:.2f}")
+    table.add_section()
+    table.add_row("peak per GPU", f"{est.total_gib:.2f}")
+    return table
+
+
+@click.command("estimate")
+@click.option("--model", "-m", help="Catalog name (Qwen2.5-7B), model directory with config.json, or config.json.")
+@click.option("--config", "-c", type=click.Path(path_type=Path), help="A LLaMA-Factory training YAML.")
+@click.option("--method", type=click.Choice(METHODS), help="Fine-tuning method.")
+@click.option("--cutoff", type=int, callback=_positive, help="cutoff_len (tokens per sample).")
+@click.option("--batch", type=int, callback=_positive, help="per_device_train_batch_size.")
+@click.option("--grad-accum", type=int, callback=_positive, help="gradient_accumulation_steps.")
+@click.option("--rank", type=int, callback=_positive, help="lora_rank.")
+@click.option("--lora-target", help="lora_target: all, or a comma list (q_proj,v_proj).")
+@click.option("--quantization-bit", type=click.Choice(["4", "8"]), help="Load the base model in 4 or 8 bit.")
+@click.option("--liger/--no-liger", default=None, help="enable_liger_kernel.")
+@click.option("--no-gradient-checkpointing", is_flag=True, help="disable_gradient_checkpointing: true.")
+@click.option("--attention", type=click.Choice(ATTENTIONS), help="Attention implementation (flash_attn).")
+@click.option("--deepspeed", type=click.Choice(DEEPSPEED), help="DeepSpeed ZeRO stage (and CPU offload).")
+@click.option("--gpus", type=int, callback=_positive, help="Data-parallel GPUs (default: 1).")
+@click.option("--pure-bf16", is_flag=True, default=None, help="pure_bf16: bf16 weights, gradients and states.")
+@click.option("--optim", help="Optimizer (adamw_torch_fused, adamw_torch, adamw_8bit, paged_adamw_8bit, sgd, ...).")
+@click.option("--packing", is_flag=True, default=None, help="Pack samples to exactly cutoff_len.")
+@click.option("--gpu-memory", type=float, help="GiB per GPU to check against (default: the detected GPUs).")
+@click.option("--max-cutoff", is_flag=True, help="Print the largest cutoff_len (a multiple of 128) that fits.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def command(config: Path | None, model: str | None, gpu_memory: float | None, max_cutoff: bool, as_json: bool,
+            **flags: Any) -> None:
+    """Peak GPU memory of a run, whether it fits, and what to change if not."""
+    if flags.get("quantization_bit"):
+        flags["quantization_bit"] = int(flags["quantization_bit"])
+    if gpu_memory is not None and gpu_memory <= 0:
+        raise click.BadParameter(f"must be positive, got {gpu_memory}", param_hint="--gpu-memory")
+    setup = gather_setup(config, model, flags)
+    from lf_tuner.cli._fit import report_fit, targets
+
+    est = __import__("lf_tuner.memory", fromlist=["estimate"]).estimate(setup)
+    gpus = targets(gpu_memory)
+    result: dict[str, Any] = est.as_dict()
+    if max_cutoff and gpus:
+        result["max_cutoff"] = min(_max_cutoff(setup, g["budget_bytes"]) for g in gpus)
+    elif max_cutoff:
+        raise click.UsageError("--max-cutoff needs a GPU: pass --gpu-memory GIB")
+    fit = report_fit(est, gpus, fit_changes) if gpus else None
+    if fit:
+        result.update(fit)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    out = console()
+    out.print(render_table(est))
+    if fit:
+        for line in fit["lines"]:
+            out.print(line)
+    if "max_cutoff" in result:
+        out.print(f"largest cutoff_len that fits: {result['max_cutoff']}")
+
+
+def _max_cutoff(setup: TrainSetup, budget: int) -> int:
+    return max_cutoff(setup, budget)

@@ -1,0 +1,91 @@
+"""GPU discovery through NVML (nvidia-ml-py): name, total and free memory, honouring CUDA_VISIBLE_DEVICES."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int  # physical NVML index
+    name: str
+    total_bytes: int
+    free_bytes: int
+    uuid: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name, "total_bytes": self.total_bytes,
+                "free_bytes": self.free_bytes, "uuid": self.uuid}
+
+
+def _nvml_gpus() -> list[GpuInfo]:
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # no driver, no GPU: NVML raises its own error types
+        return []
+    try:
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            name = pynvml.nvmlDeviceGetName(handle)
+            uuid = pynvml.nvmlDeviceGetUUID(handle)
+            gpus.append(GpuInfo(i, name.decode() if isinstance(name, bytes) else str(name), int(mem.total),
+                                int(mem.free), uuid.decode() if isinstance(uuid, bytes) else str(uuid)))
+        return gpus
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def visible(gpus: list[GpuInfo], cuda_visible: str | None) -> list[GpuInfo]:
+    """The GPUs CUDA_VISIBLE_DEVICES leaves visible, in its order (indices or UUID prefixes)."""
+    if cuda_visible is None:
+        return list(gpus)
+    out: list[GpuInfo] = []
+    for item in (part.strip() for part in cuda_visible.split(",")):
+        if not item:
+            continue
+        if item.isdigit():
+            match = [g for g in gpus if g.index == int(item)]
+        else:
+            match = [g for g in gpus if g.uuid and g.uuid.startswith(item)]
+        if not match:
+            break  # CUDA stops at the first invalid entry
+        out.append(match[0])
+    return out
+
+
+def select_gpus(gpus: list[GpuInfo], select: str | None) -> list[GpuInfo]:
+    """`all`, a count `N` (the first N), or a list `0,2` of positions among the visible GPUs."""
+    if select in (None, "", "all"):
+        return list(gpus)
+    assert select is not None
+    if select.isdigit() and "," not in select:
+        count = int(select)
+        if count == 0 or count > len(gpus):
+            raise click.BadParameter(f"asked for {count} GPUs, {len(gpus)} visible", param_hint="--gpus")
+        return gpus[:count]
+    try:
+        wanted = [int(part) for part in select.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"`{select}`: use all, a count (2) or a list (0,2)", param_hint="--gpus") from None
+    missing = [i for i in wanted if i >= len(gpus)]
+    if missing:
+        raise click.BadParameter(f"GPU {missing[0]} is not visible ({len(gpus)} visible)", param_hint="--gpus")
+    return [gpus[i] for i in wanted]
+
+
+def detect_gpus(select: str | None = None) -> list[GpuInfo]:
+    """Visible GPUs (after CUDA_VISIBLE_DEVICES), narrowed by `select`; [] without NVML or GPUs."""
+    gpus = visible(_nvml_gpus(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if not gpus:
+        return []
+    return select_gpus(gpus, select)

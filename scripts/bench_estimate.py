@@ -1,0 +1,77 @@
+"""Estimator error against measured peak GPU memory (nvidia-smi view of the training process).
+
+Usage: python scripts/bench_estimate.py [FILE.jsonl ...]
+Default files: ../shared/calibration/vram_h100.jsonl (beside the project) and calibration/*.jsonl.
+Prints one row per measurement and the summary: mean absolute % error, max, under-estimates beyond 3%.
+Also times `lf-tuner estimate` end to end (wall clock, fresh process).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lf_tuner.memory import GIB, estimate, setup_from_config  # noqa: E402
+from lf_tuner.models import resolve_model  # noqa: E402
+
+# Row `model` names of the calibration files -> catalog names.
+ALIASES = {"qwen2.5-0.5b": "Qwen2.5-0.5B", "qwen2.5-1.5b": "Qwen2.5-1.5B", "qwen2.5-3b": "Qwen2.5-3B",
+           "qwen2.5-7b": "Qwen2.5-7B", "qwen2.5-14b": "Qwen2.5-14B", "llama3.1-8b": "Llama-3.1-8B",
+           "qwen3-4b": "Qwen3-4B"}
+# The base arguments of measure_vram.py (a row's own fields override them).
+BASE = {"stage": "sft", "finetuning_type": "lora", "lora_target": "all", "lora_rank": 8,
+        "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1, "bf16": True}
+META = {"id", "model", "max_allocated", "max_reserved", "nvml_process_peak", "nvml_device_peak", "ok", "error",
+        "mem_by_step", "step_times", "wall", "source", "template"}
+
+
+def rows(paths: list[Path]) -> list[dict]:
+    out = []
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if row.get("ok", True) and row.get("nvml_process_peak"):
+                    out.append({**row, "_file": path.name})
+    return out
+
+
+def main() -> None:
+    args = [Path(a) for a in sys.argv[1:]]
+    if not args:
+        shared = ROOT.parent / "shared" / "calibration" / "vram_h100.jsonl"
+        args = ([shared] if shared.exists() else []) + sorted((ROOT / "calibration").glob("*.jsonl"))
+    data = rows(args)
+    errors = []
+    print(f"{'id':28s} {'file':28s} {'measured':>9s} {'estimate':>9s} {'error':>8s}  phase")
+    for row in data:
+        cfg = {**BASE, **{k: v for k, v in row.items() if k not in META and not k.startswith("_")}}
+        arch = resolve_model(ALIASES.get(row["model"], row["model"]))
+        est = estimate(setup_from_config(cfg, arch))
+        measured = row["nvml_process_peak"] / GIB
+        err = (est.total_gib - measured) / measured * 100
+        errors.append(err)
+        print(f"{row['id']:28s} {row['_file']:28s} {measured:9.2f} {est.total_gib:9.2f} {err:+7.1f}%  {est.phase}")
+    if errors:
+        mean = sum(abs(e) for e in errors) / len(errors)
+        worst = max(errors, key=abs)
+        under = sum(1 for e in errors if e < -3)
+        print(f"\nrows {len(errors)}  mean |error| {mean:.2f}%  max |error| {abs(worst):.2f}% ({worst:+.1f}%)  "
+              f"under-estimates beyond 3%: {under}")
+    cli = [sys.executable, "-m", "lf_tuner", "estimate", "--model", "Qwen2.5-7B", "--cutoff", "4096", "--json"]
+    walls = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        subprocess.run(cli, check=True, capture_output=True, cwd=ROOT)
+        walls.append(time.perf_counter() - t0)
+    print(f"`lf-tuner estimate` wall time: best {min(walls):.3f} s, median {sorted(walls)[2]:.3f} s (5 runs)")
+
+
+if __name__ == "__main__":
+    main()
