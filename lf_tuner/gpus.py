@@ -18,8 +18,13 @@ class GpuInfo:
     uuid: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "name": self.name, "total_bytes": self.total_bytes,
-                "free_bytes": self.free_bytes, "uuid": self.uuid}
+        return {
+            "index": self.index,
+            "name": self.name,
+            "total_bytes": self.total_bytes,
+            "free_bytes": self.free_bytes,
+            "uuid": self.uuid,
+        }
 
 
 def _nvml_gpus() -> list[GpuInfo]:
@@ -38,8 +43,15 @@ def _nvml_gpus() -> list[GpuInfo]:
             mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
             name = pynvml.nvmlDeviceGetName(handle)
             uuid = pynvml.nvmlDeviceGetUUID(handle)
-            gpus.append(GpuInfo(i, name.decode() if isinstance(name, bytes) else str(name), int(mem.total),
-                                int(mem.free), uuid.decode() if isinstance(uuid, bytes) else str(uuid)))
+            gpus.append(
+                GpuInfo(
+                    i,
+                    name.decode() if isinstance(name, bytes) else str(name),
+                    int(mem.total),
+                    int(mem.free),
+                    uuid.decode() if isinstance(uuid, bytes) else str(uuid),
+                )
+            )
         return gpus
     finally:
         pynvml.nvmlShutdown()
@@ -76,10 +88,14 @@ def select_gpus(gpus: list[GpuInfo], select: str | None) -> list[GpuInfo]:
     try:
         wanted = [int(part) for part in select.split(",") if part.strip()]
     except ValueError:
-        raise click.BadParameter(f"`{select}`: use all, a count (2) or a list (0,2)", param_hint="--gpus") from None
+        raise click.BadParameter(
+            f"`{select}`: use all, a count (2) or a list (0,2)", param_hint="--gpus"
+        ) from None
     missing = [i for i in wanted if i >= len(gpus)]
     if missing:
-        raise click.BadParameter(f"GPU {missing[0]} is not visible ({len(gpus)} visible)", param_hint="--gpus")
+        raise click.BadParameter(
+            f"GPU {missing[0]} is not visible ({len(gpus)} visible)", param_hint="--gpus"
+        )
     return [gpus[i] for i in wanted]
 
 

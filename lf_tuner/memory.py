@@ -136,7 +136,9 @@ class TrainSetup:
         if self.quantization_bit not in (None, 2, 3, 4, 5, 6, 8):
             problems.append(f"quantization_bit must be 4 or 8 (bitsandbytes), got {self.quantization_bit}")
         if self.quantization_bit and self.method in ("freeze", "full"):
-            problems.append("quantization works with LoRA only (LLaMA-Factory refuses it); drop quantization_bit")
+            problems.append(
+                "quantization works with LoRA only (LLaMA-Factory refuses it); drop quantization_bit"
+            )
         if self.attention not in ATTENTIONS:
             problems.append(f"unknown attention `{self.attention}`; use one of {', '.join(ATTENTIONS)}")
         if self.deepspeed is not None and self.deepspeed not in DEEPSPEED:
@@ -144,7 +146,9 @@ class TrainSetup:
         if self.optim not in OPTIMIZERS:
             from lf_tuner.errors import did_you_mean
 
-            problems.append(f"unknown optim `{self.optim}`;{did_you_mean(self.optim, OPTIMIZERS)}".rstrip(";"))
+            problems.append(
+                f"unknown optim `{self.optim}`;{did_you_mean(self.optim, OPTIMIZERS)}".rstrip(";")
+            )
         if self.stage not in ("sft", "pt"):
             problems.append(f"stage `{self.stage}` is not modelled; the estimate covers sft and pt")
         if problems:
@@ -234,7 +238,9 @@ def lora_params(setup: TrainSetup) -> int:
     """r * (in + out) per adapted linear layer; MoE experts are 3-D parameters, not nn.Linear, so PEFT skips them."""
     targets = _lora_targets(setup)
     per_layer = sum(
-        setup.lora_rank * (lin.in_features + lin.out_features) for lin in setup.arch.linears() if lin.name in targets
+        setup.lora_rank * (lin.in_features + lin.out_features)
+        for lin in setup.arch.linears()
+        if lin.name in targets
     )
     return per_layer * setup.arch.num_layers
 
@@ -285,11 +291,20 @@ def _adafactor_state(setup: TrainSetup) -> float:
     if setup.is_lora:
         targets = _lora_targets(setup)
         per_layer = sum(
-            4 * 2 * (setup.lora_rank + lin.in_features + lin.out_features) for lin in arch.linears() if lin.name in targets
+            4 * 2 * (setup.lora_rank + lin.in_features + lin.out_features)
+            for lin in arch.linears()
+            if lin.name in targets
         )
         return per_layer * arch.num_layers
-    per_layer = sum(4 * (lin.in_features + lin.out_features) for lin in arch.linears()) + 4 * arch.norm_params_per_layer()
-    layers = arch.num_layers if setup.method == "full" else min(abs(setup.freeze_trainable_layers), arch.num_layers)
+    per_layer = (
+        sum(4 * (lin.in_features + lin.out_features) for lin in arch.linears())
+        + 4 * arch.norm_params_per_layer()
+    )
+    layers = (
+        arch.num_layers
+        if setup.method == "full"
+        else min(abs(setup.freeze_trainable_layers), arch.num_layers)
+    )
     embed = 4 * (arch.vocab_size + arch.hidden_size) * (1 if arch.tie_embeddings else 2)
     return per_layer * layers + (embed if setup.method == "full" else 0)
 
@@ -339,7 +354,9 @@ def _loss_bytes(setup: TrainSetup) -> float:
     arch, tokens = setup.arch, setup.tokens
     if setup.liger:
         # Fused linear cross-entropy: chunks of ~tokens/ceil(V/h) rows, the input gradient computed in forward.
-        chunk = 2 ** math.ceil(math.log2(max(1, math.ceil(tokens / math.ceil(arch.vocab_size / arch.hidden_size)))))
+        chunk = 2 ** math.ceil(
+            math.log2(max(1, math.ceil(tokens / math.ceil(arch.vocab_size / arch.hidden_size))))
+        )
         chunk = min(chunk, tokens)
         return chunk * arch.vocab_size * 6.0 + tokens * arch.hidden_size * 2.0
     return float(tokens) * arch.vocab_size * CE_BYTES_PER_LOGIT
@@ -411,7 +428,9 @@ def estimate(setup: TrainSetup) -> Estimate:
     else:
         trainable_layers = 0
     layer = layer_activation_bytes(setup) * tokens + _eager_attention_bytes(setup)
-    layer_trainable = layer_activation_bytes(setup, trainable_layer=True) * tokens + _eager_attention_bytes(setup)
+    layer_trainable = layer_activation_bytes(setup, trainable_layer=True) * tokens + _eager_attention_bytes(
+        setup
+    )
     mask = _neat_packing_mask_bytes(setup)
     final = tokens * h * 6.0  # final norm: fp32 copy and bf16 output
     loss = _loss_bytes(setup)
@@ -448,7 +467,12 @@ def estimate(setup: TrainSetup) -> Estimate:
 
     static = {"weights": weights, "trainable_params": params, "optimizer_states": opt_states}
     moments: dict[str, dict[str, float]] = {
-        "loss": {**static, "autocast_cache": autocast, "activations": act_loss + dequant, "logits_loss": loss},
+        "loss": {
+            **static,
+            "autocast_cache": autocast,
+            "activations": act_loss + dequant,
+            "logits_loss": loss,
+        },
         "backward": {**static, "gradients": grads_early, "activations": act_backward + dequant},
         "step": {**static, "gradients": grads, "optimizer_step_temp": step_temp + grad_transient},
     }
@@ -470,8 +494,13 @@ def estimate(setup: TrainSetup) -> Estimate:
     parts["allocator_overhead"] = frag
     parts["cuda_context"] = float(CUDA_CONTEXT_BYTES)
     components = {k: int(round(v)) for k, v in parts.items()}
-    return Estimate(setup=setup, components=components, phase=phase, trainable_params=n_train,
-                    phases={k: int(v) for k, v in phases.items()})
+    return Estimate(
+        setup=setup,
+        components=components,
+        phase=phase,
+        trainable_params=n_train,
+        phases={k: int(v) for k, v in phases.items()},
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -505,7 +534,9 @@ def _deepspeed_kind(value: Any) -> str | None:
             low = value.lower()
             stage = 3 if "z3" in low else 2 if "z2" in low else 0 if "z0" in low else None
             if stage is None:
-                raise LfTunerError(f"deepspeed: {value} does not exist; pass the path of a DeepSpeed JSON config")
+                raise LfTunerError(
+                    f"deepspeed: {value} does not exist; pass the path of a DeepSpeed JSON config"
+                )
             return f"z{stage}" + ("-offload" if "offload" in low else "")
     if not isinstance(config, Mapping):
         raise LfTunerError("deepspeed: expected a path to a DeepSpeed JSON config or a mapping")
@@ -520,7 +551,14 @@ def _deepspeed_kind(value: Any) -> str | None:
     return f"z{stage}" + ("-offload" if offload and stage in (2, 3) else "")
 
 
-_ATTENTION = {"auto": "sdpa", "sdpa": "sdpa", "fa2": "fa2", "fa3": "fa2", "disabled": "eager", "eager": "eager"}
+_ATTENTION = {
+    "auto": "sdpa",
+    "sdpa": "sdpa",
+    "fa2": "fa2",
+    "fa3": "fa2",
+    "disabled": "eager",
+    "eager": "eager",
+}
 
 
 def setup_from_config(cfg: Mapping[str, Any], arch: ModelArch | None = None, gpus: int = 1) -> TrainSetup:
@@ -545,7 +583,9 @@ def setup_from_config(cfg: Mapping[str, Any], arch: ModelArch | None = None, gpu
     qbit = cfg.get("quantization_bit")
     attention = _ATTENTION.get(str(cfg.get("flash_attn", "auto")))
     if attention is None:
-        raise LfTunerError(f"flash_attn: unknown value {cfg.get('flash_attn')!r}; use auto, sdpa, fa2 or disabled")
+        raise LfTunerError(
+            f"flash_attn: unknown value {cfg.get('flash_attn')!r}; use auto, sdpa, fa2 or disabled"
+        )
     packing = bool(cfg.get("packing")) or bool(cfg.get("neat_packing")) or cfg.get("stage") == "pt"
     return TrainSetup(
         arch=arch,
@@ -593,35 +633,76 @@ def max_cutoff(setup: TrainSetup, gpu_bytes: int, multiple: int = 128) -> int:
 def _candidates(setup: TrainSetup, gpu_bytes: int) -> list[tuple[str, dict[str, Any], TrainSetup]]:
     out: list[tuple[str, dict[str, Any], TrainSetup]] = []
     if not setup.liger and setup.arch.model_type in LIGER_MODEL_TYPES:
-        out.append(("enable Liger Kernel (fused linear cross-entropy)", {"enable_liger_kernel": True},
-                    replace(setup, liger=True)))
+        out.append(
+            (
+                "enable Liger Kernel (fused linear cross-entropy)",
+                {"enable_liger_kernel": True},
+                replace(setup, liger=True),
+            )
+        )
     if setup.batch_size > 1:
         b = setup.batch_size // 2
         ga = setup.grad_accum * setup.batch_size // b
-        out.append((f"micro-batch {b} with gradient accumulation {ga} (same effective batch)",
-                    {"per_device_train_batch_size": b, "gradient_accumulation_steps": ga},
-                    replace(setup, batch_size=b, grad_accum=ga)))
+        out.append(
+            (
+                f"micro-batch {b} with gradient accumulation {ga} (same effective batch)",
+                {"per_device_train_batch_size": b, "gradient_accumulation_steps": ga},
+                replace(setup, batch_size=b, grad_accum=ga),
+            )
+        )
     if not setup.gradient_checkpointing:
-        out.append(("turn gradient checkpointing back on", {"disable_gradient_checkpointing": False},
-                    replace(setup, gradient_checkpointing=True)))
+        out.append(
+            (
+                "turn gradient checkpointing back on",
+                {"disable_gradient_checkpointing": False},
+                replace(setup, gradient_checkpointing=True),
+            )
+        )
     if setup.method == "lora" and setup.quant_bits is None:
-        out.append(("QLoRA: load the base model in 4 bit", {"quantization_bit": 4},
-                    replace(setup, quantization_bit=4)))
+        out.append(
+            (
+                "QLoRA: load the base model in 4 bit",
+                {"quantization_bit": 4},
+                replace(setup, quantization_bit=4),
+            )
+        )
     if setup.method == "full" and not setup.pure_bf16 and setup.zero_stage != 3:
-        out.append(("pure_bf16 (bf16 weights, gradients and optimizer states)", {"pure_bf16": True},
-                    replace(setup, pure_bf16=True)))
+        out.append(
+            (
+                "pure_bf16 (bf16 weights, gradients and optimizer states)",
+                {"pure_bf16": True},
+                replace(setup, pure_bf16=True),
+            )
+        )
     if setup.method == "full" and setup.optim not in ("adamw_8bit", "paged_adamw_8bit"):
-        out.append(("8-bit AdamW (bitsandbytes)", {"optim": "adamw_8bit"}, replace(setup, optim="adamw_8bit")))
+        out.append(
+            ("8-bit AdamW (bitsandbytes)", {"optim": "adamw_8bit"}, replace(setup, optim="adamw_8bit"))
+        )
     if setup.gpus > 1 and setup.zero_stage != 3:
-        out.append((f"DeepSpeed ZeRO-3 across the {setup.gpus} GPUs", {"deepspeed": "ds_z3_config.json"},
-                    replace(setup, deepspeed="z3")))
+        out.append(
+            (
+                f"DeepSpeed ZeRO-3 across the {setup.gpus} GPUs",
+                {"deepspeed": "ds_z3_config.json"},
+                replace(setup, deepspeed="z3"),
+            )
+        )
     if setup.gpus > 1 and setup.deepspeed != "z3-offload" and setup.method == "full":
-        out.append((f"DeepSpeed ZeRO-3 with CPU offload across the {setup.gpus} GPUs",
-                    {"deepspeed": "ds_z3_offload_config.json"}, replace(setup, deepspeed="z3-offload")))
+        out.append(
+            (
+                f"DeepSpeed ZeRO-3 with CPU offload across the {setup.gpus} GPUs",
+                {"deepspeed": "ds_z3_offload_config.json"},
+                replace(setup, deepspeed="z3-offload"),
+            )
+        )
     cut = max_cutoff(setup, gpu_bytes)
     if 0 < cut < setup.cutoff_len:
-        out.append((f"cutoff_len {cut} (longer samples are truncated)", {"cutoff_len": cut},
-                    replace(setup, cutoff_len=cut)))
+        out.append(
+            (
+                f"cutoff_len {cut} (longer samples are truncated)",
+                {"cutoff_len": cut},
+                replace(setup, cutoff_len=cut),
+            )
+        )
     return out
 
 
@@ -640,7 +721,9 @@ def fit_changes(setup: TrainSetup, gpu_bytes: int) -> list[Change]:
     total = estimate(setup).total_bytes
     while total > gpu_bytes:
         options = [
-            (estimate(c).total_bytes, d, o, c) for d, o, c in _candidates(current, gpu_bytes) if "cutoff_len" not in o
+            (estimate(c).total_bytes, d, o, c)
+            for d, o, c in _candidates(current, gpu_bytes)
+            if "cutoff_len" not in o
         ]
         options = [opt for opt in options if opt[0] < total]
         if not options:

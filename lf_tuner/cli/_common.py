@@ -13,9 +13,9 @@ from lf_tuner.errors import LfTunerError
 
 def console(stderr: bool = False) -> Console:
     """A rich console on the current stdout/stderr (resolved per call, so CliRunner captures it)."""
-    import click
+    import sys
 
-    stream = click.get_text_stream("stderr" if stderr else "stdout")
+    stream = sys.stderr if stderr else sys.stdout
     return Console(file=stream, width=100, highlight=False, soft_wrap=True)
 
 

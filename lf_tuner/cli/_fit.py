@@ -20,8 +20,9 @@ def targets(gpu_memory_gib: float | None) -> list[dict[str, Any]]:
     ]
 
 
-def report_fit(est: Estimate, gpus: list[dict[str, Any]],
-               fit_changes: Callable[[TrainSetup, int], list[Change]]) -> dict[str, Any]:
+def report_fit(
+    est: Estimate, gpus: list[dict[str, Any]], fit_changes: Callable[[TrainSetup, int], list[Change]]
+) -> dict[str, Any]:
     """Per GPU: fits or not with headroom; for the tightest, the changes that make it fit."""
     total = est.total_bytes
     lines, checks = [], []
@@ -29,7 +30,11 @@ def report_fit(est: Estimate, gpus: list[dict[str, Any]],
         headroom = gpu["budget_bytes"] - total
         fits = headroom >= 0
         checks.append({"gpu": gpu["name"], "fits": fits, "headroom_gib": round(headroom / GIB, 2)})
-        verdict = f"fits, headroom {headroom / GIB:.2f} GiB" if fits else f"does NOT fit: short by {-headroom / GIB:.2f} GiB"
+        verdict = (
+            f"fits, headroom {headroom / GIB:.2f} GiB"
+            if fits
+            else f"does NOT fit: short by {-headroom / GIB:.2f} GiB"
+        )
         lines.append(f"{gpu['name']}: {verdict}")
     tightest = min(gpus, key=lambda g: g["budget_bytes"])
     changes: list[dict[str, Any]] = []
@@ -38,10 +43,17 @@ def report_fit(est: Estimate, gpus: list[dict[str, Any]],
         if found:
             lines.append("changes that fit:")
         else:
-            lines.append("no change lf-tuner knows makes it fit: use more GPUs with ZeRO-3, or a smaller model")
+            lines.append(
+                "no change lf-tuner knows makes it fit: use more GPUs with ZeRO-3, or a smaller model"
+            )
         for change in found:
-            changes.append({"change": change.description, "overrides": change.overrides,
-                            "total_gib": round(change.total_gib, 2)})
+            changes.append(
+                {
+                    "change": change.description,
+                    "overrides": change.overrides,
+                    "total_gib": round(change.total_gib, 2),
+                }
+            )
             keys = ", ".join(f"{k}: {v}" for k, v in change.overrides.items())
             lines.append(f"  - {change.description} -> {change.total_gib:.2f} GiB  ({keys})")
     return {"fits": all(c["fits"] for c in checks), "gpus": checks, "changes": changes, "lines": lines}

@@ -112,7 +112,9 @@ def render_table(est: Estimate) -> Table:
 
 
 @click.command("estimate")
-@click.option("--model", "-m", help="Catalog name (Qwen2.5-7B), model directory with config.json, or config.json.")
+@click.option(
+    "--model", "-m", help="Catalog name (Qwen2.5-7B), model directory with config.json, or config.json."
+)
 @click.option("--config", "-c", type=click.Path(path_type=Path), help="A LLaMA-Factory training YAML.")
 @click.option("--method", type=click.Choice(METHODS), help="Fine-tuning method.")
 @click.option("--cutoff", type=int, callback=_positive, help="cutoff_len (tokens per sample).")
@@ -126,14 +128,26 @@ def render_table(est: Estimate) -> Table:
 @click.option("--attention", type=click.Choice(ATTENTIONS), help="Attention implementation (flash_attn).")
 @click.option("--deepspeed", type=click.Choice(DEEPSPEED), help="DeepSpeed ZeRO stage (and CPU offload).")
 @click.option("--gpus", type=int, callback=_positive, help="Data-parallel GPUs (default: 1).")
-@click.option("--pure-bf16", is_flag=True, default=None, help="pure_bf16: bf16 weights, gradients and states.")
-@click.option("--optim", help="Optimizer (adamw_torch_fused, adamw_torch, adamw_8bit, paged_adamw_8bit, sgd, ...).")
+@click.option(
+    "--pure-bf16", is_flag=True, default=None, help="pure_bf16: bf16 weights, gradients and states."
+)
+@click.option(
+    "--optim", help="Optimizer (adamw_torch_fused, adamw_torch, adamw_8bit, paged_adamw_8bit, sgd, ...)."
+)
 @click.option("--packing", is_flag=True, default=None, help="Pack samples to exactly cutoff_len.")
 @click.option("--gpu-memory", type=float, help="GiB per GPU to check against (default: the detected GPUs).")
-@click.option("--max-cutoff", is_flag=True, help="Print the largest cutoff_len (a multiple of 128) that fits.")
+@click.option(
+    "--max-cutoff", is_flag=True, help="Print the largest cutoff_len (a multiple of 128) that fits."
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def command(config: Path | None, model: str | None, gpu_memory: float | None, max_cutoff: bool, as_json: bool,
-            **flags: Any) -> None:
+def command(
+    config: Path | None,
+    model: str | None,
+    gpu_memory: float | None,
+    max_cutoff: bool,
+    as_json: bool,
+    **flags: Any,
+) -> None:
     """Peak GPU memory of a run, whether it fits, and what to change if not."""
     if flags.get("quantization_bit"):
         flags["quantization_bit"] = int(flags["quantization_bit"])

@@ -115,7 +115,9 @@ def from_config(raw: dict[str, Any], name: str) -> ModelArch:
         max_positions=int(cfg.get("max_position_embeddings") or cfg.get("seq_length") or 0),
         num_experts=experts,
         experts_per_token=int(cfg.get("num_experts_per_tok") or 0) if experts else 0,
-        moe_intermediate_size=int(cfg.get("moe_intermediate_size") or cfg["intermediate_size"]) if experts else 0,
+        moe_intermediate_size=int(cfg.get("moe_intermediate_size") or cfg["intermediate_size"])
+        if experts
+        else 0,
         qkv_bias=bool(cfg.get("attention_bias") or cfg.get("qkv_bias") or mt in _QKV_BIAS),
         qk_norm=mt.startswith(("qwen3", "gemma3")),
         norms_per_layer=4 if mt.startswith("gemma") else 2,

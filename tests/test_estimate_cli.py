@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from lf_tuner.cli import cli
+
+EXPECTED_TABLE = """\
+Qwen2.5-0.5B · lora · cutoff 1024 × batch 1
+
+  component                           GiB
+ ─────────────────────────────────────────
+  base weights                       0.92
+  trainable params                   0.02
+  optimizer states                   0.03
+  autocast weight copies             0.01
+  activations                        0.05
+  logits + loss                      1.74
+  allocator overhead                 1.00
+  CUDA context                       0.74
+
+  peak per GPU                       4.50
+
+4 GiB GPU: does NOT fit: short by 0.50 GiB
+changes that fit:
+  - enable Liger Kernel (fused linear cross-entropy) -> 2.83 GiB  (enable_liger_kernel: True)
+  - cutoff_len 640 (longer samples are truncated) -> 3.83 GiB  (cutoff_len: 640)
+"""
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def strip(text: str) -> str:
+    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+
+
+def test_table_exact_output() -> None:
+    result = invoke("estimate", "--model", "Qwen2.5-0.5B", "--cutoff", "1024", "--gpu-memory", "4")
+    assert result.exit_code == 0, result.output
+    assert strip(result.stdout) == EXPECTED_TABLE
+    assert result.stderr == ""
+
+
+def test_json_output() -> None:
+    result = invoke("estimate", "--model", "Qwen/Qwen2.5-7B-Instruct", "--cutoff", "4096", "--json",
+                    "--gpu-memory", "80", "--max-cutoff")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert set(data) >= {"total_gib", "components", "fits", "max_cutoff", "peak_phase"}
+    assert data["fits"] is True
+    assert sum(data["components"].values()) == pytest.approx(data["total_gib"], abs=0.01)
+    assert data["max_cutoff"] % 128 == 0 and data["max_cutoff"] > 4096
+
+
+def test_config_file_and_flags_override(tmp_path: Path) -> None:
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("model_name_or_path: Qwen2.5-7B\nfinetuning_type: lora\ncutoff_len: 1024\n"
+                   "per_device_train_batch_size: 1\n")
+    from_file = json.loads(invoke("estimate", "--config", str(cfg), "--json").stdout)
+    overridden = json.loads(invoke("estimate", "--config", str(cfg), "--cutoff", "4096", "--json").stdout)
+    direct = json.loads(invoke("estimate", "--model", "Qwen2.5-7B", "--cutoff", "4096", "--json").stdout)
+    assert from_file["total_gib"] < overridden["total_gib"] == direct["total_gib"]
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--model", "Qwen2.5-7B", "--cutoff", "0"], 2, "--cutoff': must be positive, got 0"),
+        (["--model", "Qwen2.5-7B", "--batch", "-2"], 2, "--batch': must be positive, got -2"),
+        (["--model", "Qwen2.5-7B", "--rank", "0"], 2, "--rank': must be positive, got 0"),
+        (["--model", "Qwen2.5-7B", "--method", "dora"], 2, "'dora' is not one of"),
+        (["--model", "Qwen2.5-7x"], 1, "unknown model `Qwen2.5-7x`"),
+        ([], 2, "pass --model NAME|DIR or --config train.yaml"),
+        (["--model", "Qwen2.5-7B", "--max-cutoff"], 2, "--max-cutoff needs a GPU"),
+    ],
+)
+def test_bad_flags(args, code, message) -> None:
+    result = invoke("estimate", *args)
+    assert result.exit_code == code
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_config_files(tmp_path: Path) -> None:
+    not_mapping = tmp_path / "list.yaml"
+    not_mapping.write_text("- a\n- b\n")
+    result = invoke("estimate", "--config", str(not_mapping))
+    assert result.exit_code == 1 and "expected a mapping of LLaMA-Factory keys, got list" in result.output
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model_name_or_path: [unclosed\n")
+    result = invoke("estimate", "--config", str(broken))
+    assert result.exit_code == 1 and "invalid YAML" in result.output
+    missing = invoke("estimate", "--config", str(tmp_path / "nope.yaml"))
+    assert missing.exit_code == 1 and "no such file" in missing.output
+
+
+def test_estimate_never_imports_torch() -> None:
+    code = (
+        "import sys; from lf_tuner.cli import main\n"
+        "try:\n    main(['estimate', '--model', 'Qwen2.5-7B', '--json'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_models_lists_catalog() -> None:
+    result = invoke("models")
+    assert result.exit_code == 0
+    assert "Qwen3-30B-A3B (8/128 experts)" in result.stdout and "30.53B" in result.stdout
