@@ -88,7 +88,7 @@ def _check_keys(cfg: dict[str, Any], path: Path) -> None:
         from lf_tuner.config.validate import validate_config
     except ImportError:
         return
-    problems = [p for p in validate_config(cfg) if "unknown key" in p.message]
+    problems = [p for p in validate_config(cfg) if p.message.startswith("unknown LLaMA-Factory")]
     if problems:
         raise LfTunerError(f"{path}: " + "; ".join(str(p) for p in problems))
 
