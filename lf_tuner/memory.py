@@ -354,10 +354,8 @@ def _loss_bytes(setup: TrainSetup) -> float:
     arch, tokens = setup.arch, setup.tokens
     if setup.liger:
         # Fused linear cross-entropy: chunks of ~tokens/ceil(V/h) rows, the input gradient computed in forward.
-        chunk = 2 ** math.ceil(
-            math.log2(max(1, math.ceil(tokens / math.ceil(arch.vocab_size / arch.hidden_size))))
-        )
-        chunk = min(chunk, tokens)
+        rows = max(1, math.ceil(tokens / math.ceil(arch.vocab_size / arch.hidden_size)))
+        chunk = min(1 << (rows - 1).bit_length(), tokens)
         return chunk * arch.vocab_size * 6.0 + tokens * arch.hidden_size * 2.0
     return float(tokens) * arch.vocab_size * CE_BYTES_PER_LOGIT
 

@@ -68,8 +68,8 @@ def _qwen3(
         hf_id=f"Qwen/{name}",
         published_params=published,
         aliases=(f"{name}-Base",),
-        **moe,
-    )  # type: ignore[arg-type]
+        **moe,  # type: ignore[arg-type]
+    )
 
 
 def _llama(
