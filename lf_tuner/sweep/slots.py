@@ -1,0 +1,30 @@
+"""Which device sets a sweep's trials run on: `cpu`, or groups of GPUs chosen as `lf-tuner run --gpus` chooses them."""
+
+from __future__ import annotations
+
+import click
+
+
+def gpu_slots(gpus: str | None, per_trial: int) -> list[str]:
+    """The device sets trials run on: `cpu`, or consecutive groups of per_trial GPU indices."""
+    if gpus is not None and gpus.strip().lower() == "cpu":
+        return ["cpu"]
+    from lf_tuner.gpus import detect_gpus
+
+    ids = [str(g.index) for g in detect_gpus(gpus)]
+    if not ids:
+        if gpus is None:
+            return ["cpu"]
+        listed = [g.strip() for g in gpus.split(",") if g.strip()]
+        if "," not in gpus or not all(g.isdigit() for g in listed):
+            raise click.BadParameter(
+                f"no GPU is visible to select `{gpus}` from; use `--gpus cpu`", param_hint="--gpus"
+            )
+        ids = listed  # no NVML here (e.g. a login node): take the listed indices as they are
+    if len(ids) < per_trial:
+        raise click.BadParameter(
+            f"gpus_per_trial is {per_trial} but only {len(ids)} GPU(s) are selected ({','.join(ids)}); "
+            "select more with --gpus or lower gpus_per_trial",
+            param_hint="--gpus",
+        )
+    return [",".join(ids[i : i + per_trial]) for i in range(0, len(ids) - per_trial + 1, per_trial)]

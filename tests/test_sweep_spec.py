@@ -1,0 +1,261 @@
+"""Sweep specs: strict schema, grid expansion, tied parameters, dry runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lf_tuner.cli import cli
+from lf_tuner.sweep import SpecError, parse_spec
+from lf_tuner.sweep.space import eval_expr, grid_points, grid_size, preview
+
+BASE: dict[str, Any] = {
+    "base": "train.yaml",
+    "method": "grid",
+    "metric": {"name": "eval_loss", "goal": "minimize"},
+    "parameters": {
+        "learning_rate": {"values": [1.0e-4, 3.0e-4, 1.0e-3]},
+        "lora_rank": {"values": [8, 32]},
+        "lora_alpha": {"expr": "2 * lora_rank"},
+    },
+}
+
+
+def spec_with(**changes: Any) -> dict[str, Any]:
+    data = json.loads(json.dumps(BASE))
+    data.update(changes)
+    return data
+
+
+def test_grid_points_in_stable_order_with_tied_values() -> None:
+    spec = parse_spec(BASE)
+    assert grid_size(spec) == 6
+    assert grid_points(spec) == [
+        {"learning_rate": 1.0e-4, "lora_rank": 8, "lora_alpha": 16},
+        {"learning_rate": 1.0e-4, "lora_rank": 32, "lora_alpha": 64},
+        {"learning_rate": 3.0e-4, "lora_rank": 8, "lora_alpha": 16},
+        {"learning_rate": 3.0e-4, "lora_rank": 32, "lora_alpha": 64},
+        {"learning_rate": 1.0e-3, "lora_rank": 8, "lora_alpha": 16},
+        {"learning_rate": 1.0e-3, "lora_rank": 32, "lora_alpha": 64},
+    ]
+
+
+@given(st.lists(st.lists(st.integers(0, 99), min_size=1, max_size=4, unique=True), min_size=1, max_size=4))
+def test_grid_size_is_the_product_of_the_value_counts(lists: list[list[int]]) -> None:
+    params = {f"p{i}": {"values": values} for i, values in enumerate(lists)}
+    spec = parse_spec(spec_with(parameters=params))
+    points = grid_points(spec)
+    expected = 1
+    for values in lists:
+        expected *= len(values)
+    assert grid_size(spec) == len(points) == expected
+    assert len({json.dumps(p, sort_keys=True) for p in points}) == expected  # no point twice
+
+
+def test_grid_respects_max_trials_and_chained_expressions() -> None:
+    params = {
+        "lora_rank": {"values": [4, 8, 16]},
+        "lora_alpha": {"expr": "2 * lora_rank"},
+        "warmup_steps": {"expr": "min(lora_alpha, 20) + 1"},
+    }
+    spec = parse_spec(spec_with(parameters=params, max_trials=2))
+    assert preview(spec) == [
+        {"lora_rank": 4, "lora_alpha": 8, "warmup_steps": 9},
+        {"lora_rank": 8, "lora_alpha": 16, "warmup_steps": 17},
+    ]
+
+
+def test_eval_expr_is_arithmetic_only() -> None:
+    assert eval_expr("2 * r + 1", {"r": 8}) == 17
+    assert eval_expr("r / 4", {"r": 8}) == 2.0
+    with pytest.raises(SpecError, match=r"parameters\.a\.expr: cannot read .*`Attribute` is not allowed"):
+        parse_spec(spec_with(parameters={"r": {"values": [1]}, "a": {"expr": "r.__class__"}}))
+    with pytest.raises(SpecError, match=r"parameters\.a\.expr: cannot read .*only min, max"):
+        parse_spec(spec_with(parameters={"r": {"values": [1]}, "a": {"expr": "__import__('os')"}}))
+
+
+def test_random_preview_is_reproducible_and_within_bounds() -> None:
+    params = {
+        "learning_rate": {"distribution": "log_uniform", "min": 1.0e-5, "max": 1.0e-3},
+        "lora_dropout": {"distribution": "uniform", "min": 0.0, "max": 0.1},
+        "num_train_epochs": {"distribution": "int", "min": 2, "max": 5},
+        "lora_rank": {"values": [8, 32]},
+        "lora_alpha": {"expr": "2 * lora_rank"},
+    }
+    spec = parse_spec(spec_with(method="random", max_trials=20, parameters=params))
+    first = preview(spec, 5)
+    assert first == preview(spec, 5)
+    assert len(first) == 5
+    for p in first:
+        assert 1.0e-5 <= p["learning_rate"] <= 1.0e-3
+        assert 0.0 <= p["lora_dropout"] <= 0.1
+        assert p["num_train_epochs"] in range(2, 6)
+        assert p["lora_alpha"] == 2 * p["lora_rank"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"max_trial": 5}, r"unknown key `max_trial`; did you mean `max_trials`\?"),
+        ({"metric": {"nmae": "eval_loss"}}, r"metric\.nmae: unknown key `nmae`; did you mean `name`\?"),
+        (
+            {"parameters": {"learning_rate": {"valuse": [1]}}},
+            r"parameters\.learning_rate\.valuse: unknown key `valuse`; did you mean `values`\?",
+        ),
+        ({"method": "bayes"}, r"method: Input should be 'grid', 'random' or 'tpe'"),
+        (
+            {"parameters": {"lr": {"distribution": "uniform", "min": 0, "max": 1}}},
+            r"parameters\.lr: grid search takes only `values",
+        ),
+        ({"method": "random"}, r"max_trials: required for `method: random`"),
+        (
+            {
+                "method": "tpe",
+                "max_trials": 3,
+                "parameters": {"lr": {"distribution": "log_uniform", "min": 0, "max": 1}},
+            },
+            r"parameters\.lr: log_uniform needs `min` > 0",
+        ),
+        (
+            {
+                "method": "tpe",
+                "max_trials": 3,
+                "parameters": {"lr": {"distribution": "uniform", "min": 2, "max": 1}},
+            },
+            r"parameters\.lr: `min` \(2\) must be below `max` \(1\)",
+        ),
+        (
+            {"parameters": {"lora_rank": {"values": [8]}, "lora_alpha": {"expr": "2 * lora_rnak"}}},
+            r"`lora_rnak` is not a parameter of this sweep; did you mean `lora_rank`\?",
+        ),
+        ({"parameters": {"a": {"expr": "b + 1"}, "b": {"expr": "a + 1"}}}, r"cycle: a, b"),
+        ({"parameters": {"lr": {"values": [1], "expr": "2"}}}, r"parameters\.lr: give exactly one of"),
+        ({"parameters": {"output_dir": {"values": ["x"]}}}, r"the sweep sets `output_dir`"),
+        ({"preset": "lora-sft"}, r"base: give either `base: train.yaml` or `preset: NAME`"),
+        ({"budget": {"max_steps": 0}}, r"budget\.max_steps: Input should be greater than 0"),
+        ({"divergence_factor": 1.0}, r"divergence_factor: Input should be greater than 1"),
+    ],
+)
+def test_spec_problems_name_the_key(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        parse_spec(spec_with(**changes))
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    data = spec_with(max_trial=5, metrc={})
+    del data["metric"]
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    lines = info.value.message.splitlines()
+    assert lines == [
+        "spec: metric: required key is missing",
+        "spec: max_trial: unknown key `max_trial`; did you mean `max_trials`?",
+        "spec: metrc: unknown key `metrc`; did you mean `metric`?",
+    ]
+
+
+def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
+    (tmp_path / "train.yaml").write_text("learning_rate: 1.0e-4\n")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_dry_run_lists_every_grid_point(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE)
+    result = CliRunner().invoke(cli, ["sweep", str(path), "--dry-run", "--dir", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "trial  learning_rate  lora_rank  lora_alpha\n"
+        "0      0.0001         8          16\n"
+        "1      0.0001         32         64\n"
+        "2      0.0003         8          16\n"
+        "3      0.0003         32         64\n"
+        "4      0.001          8          16\n"
+        "5      0.001          32         64\n"
+    )
+    assert result.stderr == "grid: 6 of 6 grid points\n"
+    assert not (tmp_path / "d").exists()  # nothing started, nothing written
+
+
+def test_dry_run_json_is_one_object_per_trial(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE)
+    result = CliRunner().invoke(cli, ["sweep", str(path), "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    trials = json.loads(result.stdout)
+    assert [t["params"] for t in trials] == grid_points(parse_spec(BASE))
+    assert [t["trial"] for t in trials] == list(range(6))
+
+
+def test_bad_spec_exits_1_with_one_line_per_problem(tmp_path: Path) -> None:
+    path = _write(tmp_path, spec_with(max_trial=3))
+    result = CliRunner().invoke(cli, ["sweep", str(path), "--dry-run"])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {path}: max_trial: unknown key `max_trial`; did you mean `max_trials`?\n"
+
+
+def test_missing_and_malformed_spec_files(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["sweep", str(tmp_path / "nope.yaml"), "--dry-run"])
+    assert result.exit_code == 1
+    assert "cannot read the sweep spec" in result.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: [grid\n")
+    result = CliRunner().invoke(cli, ["sweep", str(bad), "--dry-run"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {bad}: line 2 not valid YAML")
+
+
+def test_bad_gpus_flag_exits_2(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE)
+    result = CliRunner().invoke(cli, ["sweep", str(path), "--dir", str(tmp_path / "d"), "--gpus", "x,y"])
+    assert result.exit_code == 2
+    assert "--gpus" in result.stderr
+
+
+def test_example_spec_is_valid() -> None:
+    from lf_tuner.sweep import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parent.parent / "examples" / "sweep.yaml")
+    assert grid_size(spec) == 12
+
+
+def test_gpu_slots_group_gpus_per_trial(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import lf_tuner.gpus
+    from lf_tuner.sweep.slots import gpu_slots
+
+    gpus = [SimpleNamespace(index=i) for i in (2, 3, 5, 7, 8)]
+    monkeypatch.setattr(lf_tuner.gpus, "detect_gpus", lambda select=None: gpus)
+    assert gpu_slots(None, 1) == ["2", "3", "5", "7", "8"]
+    assert gpu_slots(None, 2) == ["2,3", "5,7"]
+    assert gpu_slots("cpu", 2) == ["cpu"]
+    with pytest.raises(click.BadParameter, match="gpus_per_trial is 8 but only 5 GPU"):
+        gpu_slots(None, 8)
+    monkeypatch.setattr(lf_tuner.gpus, "detect_gpus", lambda select=None: [])
+    assert gpu_slots(None, 1) == ["cpu"]
+    assert gpu_slots("0,1", 1) == ["0", "1"]  # no NVML here: listed indices taken as they are
+    with pytest.raises(click.BadParameter, match="no GPU is visible"):
+        gpu_slots("2", 1)
+
+
+def test_divergence_rules() -> None:
+    from lf_tuner.sweep.trial import divergence
+
+    assert divergence([{"loss": 2.0}, {"loss": 5.9}], 3.0) is None
+    assert divergence([{"loss": 2.0, "current_steps": 1}, {"loss": 6.5, "current_steps": 2}], 3.0) == (
+        "loss 6.5 at step 2 is above 3 x its first value 2"
+    )
+    assert (
+        divergence([{"loss": 2.0}, {"grad_norm": float("inf"), "step": 4}], 3.0)
+        == "grad_norm is inf at step 4"
+    )
+    assert divergence([{"eval_loss": float("nan"), "step": 2}], 3.0) == "eval_loss is nan at step 2"
