@@ -1,7 +1,7 @@
 """Regenerate lf_tuner/data/llamafactory_schema.json from the installed llamafactory.
 
-    /tmp/heavyvenv/bin/python scripts/gen_schema.py          # rewrite the shipped file
-    /tmp/heavyvenv/bin/python scripts/gen_schema.py --check  # exit 1 when it is stale
+/tmp/heavyvenv/bin/python scripts/gen_schema.py          # rewrite the shipped file
+/tmp/heavyvenv/bin/python scripts/gen_schema.py --check  # exit 1 when it is stale
 """
 
 from __future__ import annotations

@@ -1,0 +1,61 @@
+"""`lf-tuner validate FILE`: check a llamafactory-cli train config before anything loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from lf_tuner.config.validate import (
+    Problem,
+    llamafactory_available,
+    validate_config,
+    validate_with_llamafactory,
+)
+from lf_tuner.errors import LfTunerError
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A train config file as a dict; one clear line when it cannot be read."""
+    if not path.is_file():
+        raise LfTunerError(
+            f"{path} does not exist; pass a train config YAML (e.g. from `lf-tuner render -o`)"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise LfTunerError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(raw, dict):
+        raise LfTunerError(f"{path}: expected a mapping of LLaMA-Factory keys to values")
+    return raw
+
+
+@click.command("validate")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--schema-only", is_flag=True, help="Skip LLaMA-Factory's own parser (it takes seconds).")
+@click.option("--json", "as_json", is_flag=True, help="Print the problems as a JSON list on stdout.")
+def command(file: Path, schema_only: bool, as_json: bool) -> None:
+    """Check FILE against LLaMA-Factory's arguments: keys, types, choices and cross-field rules.
+
+    With llamafactory installed, LLaMA-Factory's own parser also checks it (no GPU needed).
+    All problems are reported at once, one `key: message` line each; exit code 1 when any.
+    """
+    cfg = read_config(file)
+    problems: list[Problem] = validate_config(cfg, base_dir=Path.cwd())
+    checked = "schema"
+    if not problems and not schema_only and llamafactory_available():
+        problems = validate_with_llamafactory(cfg)
+        checked = "schema + LLaMA-Factory's parser"
+    if as_json:
+        click.echo(json.dumps([{"key": p.key, "message": p.message} for p in problems], indent=1))
+        if problems:
+            raise SystemExit(1)
+        return
+    if problems:
+        noun = "problem" if len(problems) == 1 else "problems"
+        lines = "\n".join(str(p) for p in problems)
+        raise LfTunerError(f"{file} has {len(problems)} {noun}:\n{lines}")
+    click.echo(f"{file}: ok ({checked})", err=True)

@@ -1,0 +1,663 @@
+"""Presets + Jinja templates -> `llamafactory-cli train` YAML, DeepSpeed JSON and dataset_info entries.
+
+Order of precedence: preset values, then the command's options (--model, --dataset, ...), then
+`key=value` overrides, then `--cutoff auto`. The result is checked against the shipped schema
+before it is returned; `lf_tuner.config.validate.check_config` adds LLaMA-Factory's own parser.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.meta
+import yaml
+
+from lf_tuner.config.overrides import apply_overrides
+from lf_tuner.config.presets import (
+    METHODS,
+    ByData,
+    ByGpu,
+    ByMethod,
+    data_class,
+    gpu_class,
+    load_preset,
+)
+from lf_tuner.config.schema import load_schema
+from lf_tuner.config.validate import problems_error, validate_config
+from lf_tuner.errors import LfTunerError
+from lf_tuner.models import ModelArch, resolve_model
+
+DEFAULT_PRESET = "default"
+DEEPSPEED_CHOICES = ("z2", "z2_offload", "z3", "z3_offload")
+
+# LLaMA-Factory template names by model_type, for local models the catalog does not know.
+_TEMPLATE_BY_TYPE = {
+    "qwen2": "qwen",
+    "qwen2_moe": "qwen",
+    "qwen3": "qwen3",
+    "qwen3_moe": "qwen3",
+    "mistral": "mistral",
+    "mixtral": "mistral",
+    "gemma": "gemma",
+    "gemma2": "gemma",
+    "gemma3": "gemma3",
+    "gemma3_text": "gemma3",
+    "phi3": "phi",
+    "glm": "glm4",
+    "glm4": "glm4",
+    "deepseek_v3": "deepseek3",
+}
+
+
+@dataclass(frozen=True)
+class DatasetInfoUpdate:
+    """A dataset_info.json entry to add for a bare data file."""
+
+    path: Path
+    name: str
+    entry: dict[str, Any]
+
+
+@dataclass
+class Rendered:
+    config: dict[str, Any]
+    yaml: str
+    notes: list[str]
+    preset: str = DEFAULT_PRESET
+    arch: ModelArch | None = None
+    dataset_info: DatasetInfoUpdate | None = None
+    why: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- Jinja
+
+
+def _format_float(value: float) -> str:
+    if math.isnan(value):
+        return ".nan"
+    if math.isinf(value):
+        return ".inf" if value > 0 else "-.inf"
+    if value.is_integer() and abs(value) < 1e16:
+        return f"{value:.1f}"
+    if abs(value) < 1e-3 or abs(value) >= 1e16:
+        mantissa, exp = f"{value:.15e}".split("e")
+        mantissa = mantissa.rstrip("0")
+        mantissa += "0" if mantissa.endswith(".") else ""
+        text = f"{mantissa}e{int(exp):+d}"
+        if float(text) == value:
+            return text
+    return repr(value)
+
+
+def yaml_scalar(value: Any) -> str:
+    """A YAML value on one line (floats as LLaMA-Factory's examples write them: 1.0e-4)."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, float):
+        return _format_float(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, dict | list):
+        return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    dumped = yaml.safe_dump(value, default_flow_style=True, width=10_000, allow_unicode=True)
+    return dumped.strip().removesuffix("\n...").removesuffix("...").strip()
+
+
+def _env() -> jinja2.Environment:
+    root = resources.files("lf_tuner.templates")
+
+    def load(name: str) -> str | None:
+        path = root
+        for part in name.split("/"):
+            path = path.joinpath(part)
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(load),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["y"] = yaml_scalar
+    return env
+
+
+def render_template(name: str, context: dict[str, Any], env: jinja2.Environment | None = None) -> str:
+    """Render one template; every missing variable is reported at once."""
+    env = env or _env()
+    assert env.loader is not None
+    source = env.loader.get_source(env, name)[0]
+    needed = jinja2.meta.find_undeclared_variables(env.parse(source))
+    missing = sorted(needed - set(context))
+    if missing:
+        raise LfTunerError(
+            f"template {name}: missing variable(s) {', '.join(missing)}; pass them all to render_template"
+        )
+    try:
+        return env.get_template(name).render(**context)
+    except jinja2.UndefinedError as exc:  # an attribute of a given variable is missing
+        raise LfTunerError(f"template {name}: {exc}; pass it in the context") from exc
+
+
+def render_deepspeed(kind: str) -> str:
+    """DeepSpeed JSON for z2, z2_offload, z3 or z3_offload (LLaMA-Factory's examples/deepspeed files)."""
+    if kind not in DEEPSPEED_CHOICES:
+        raise LfTunerError(f"deepspeed: `{kind}` is not one of {', '.join(DEEPSPEED_CHOICES)}")
+    stage = int(kind[1])
+    return render_template(
+        "deepspeed/ds_config.json.j2", {"stage": stage, "offload": kind.endswith("_offload")}
+    )
+
+
+def deepspeed_filename(kind: str) -> str:
+    return f"ds_{kind}_config.json"
+
+
+# --------------------------------------------------------------------------- YAML output
+
+_SECTIONS = ("model", "method", "dataset", "output", "train", "eval", "generation", "other")
+_SECTION_OF = {
+    "model_name_or_path": "model",
+    "adapter_name_or_path": "model",
+    "trust_remote_code": "model",
+    "flash_attn": "model",
+    "enable_liger_kernel": "model",
+    "stage": "method",
+    "do_train": "method",
+    "finetuning_type": "method",
+    "deepspeed": "method",
+    "template": "dataset",
+    "output_dir": "output",
+    "logging_steps": "output",
+    "save_steps": "output",
+    "save_strategy": "output",
+    "save_total_limit": "output",
+    "plot_loss": "output",
+    "overwrite_output_dir": "output",
+    "save_only_model": "output",
+    "report_to": "output",
+    "logging_nan_inf_filter": "output",
+    "resume_from_checkpoint": "output",
+}
+_GROUP_SECTION = {
+    "ModelArguments": "model",
+    "DataArguments": "dataset",
+    "FinetuningArguments": "method",
+    "TrainingArguments": "train",
+    "GeneratingArguments": "generation",
+}
+
+
+def _section(key: str) -> str:
+    if key in _SECTION_OF:
+        return _SECTION_OF[key]
+    if key.startswith(("eval_", "per_device_eval", "val_size", "do_eval", "do_predict")) or key in (
+        "load_best_model_at_end",
+        "metric_for_best_model",
+        "early_stopping_steps",
+        "predict_with_generate",
+    ):
+        return "eval"
+    if key.startswith(("lora_", "freeze_", "quantization_", "double_quantization")):
+        return "method"
+    schema = load_schema()
+    return _GROUP_SECTION.get(schema[key].group, "other") if key in schema else "other"
+
+
+def dump_yaml(cfg: dict[str, Any], notes: dict[str, str] | None = None, header: str | None = None) -> str:
+    """The config as YAML: `### section` headers in LLaMA-Factory's example order, one key a line,
+    the reason for a value as a trailing comment."""
+    notes = notes or {}
+    by_section: dict[str, list[str]] = {s: [] for s in _SECTIONS}
+    for key in cfg:
+        by_section[_section(key)].append(key)
+    lines: list[str] = []
+    if header:
+        lines.extend(f"# {line}".rstrip() for line in header.splitlines())
+    for section in _SECTIONS:
+        keys = by_section[section]
+        if not keys:
+            continue
+        if lines:
+            lines.append("")
+        lines.append(f"### {section}")
+        for key in keys:
+            line = f"{key}: {yaml_scalar(cfg[key])}"
+            if key in notes:
+                line += f"  # {notes[key]}"
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- models and data
+
+
+def _model_name(spec: str, arch: ModelArch | None) -> str:
+    """What goes into model_name_or_path: paths and Hub ids as given, catalog names as Hub ids."""
+    if "/" in spec or Path(spec).expanduser().exists() or arch is None or not arch.hf_id:
+        return spec
+    org, hub_name = arch.hf_id.split("/", 1)
+    if spec.lower() == hub_name.lower():
+        return arch.hf_id
+    return f"{org}/{spec}"
+
+
+def infer_template(arch: ModelArch) -> str | None:
+    if arch.template and arch.template != "default":
+        return arch.template
+    if arch.model_type == "llama":
+        return "llama3" if arch.vocab_size >= 128_000 else "llama2"
+    return _TEMPLATE_BY_TYPE.get(arch.model_type)
+
+
+def _resolve(spec: str) -> ModelArch | None:
+    try:
+        return resolve_model(spec)
+    except LfTunerError:
+        if "/" in spec and not Path(spec).expanduser().exists():
+            return None  # a Hub id the catalog does not know: fine when --template is given
+        raise
+
+
+_DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt")
+
+
+def _is_data_file(dataset: str) -> bool:
+    return dataset.endswith(_DATA_SUFFIXES) and "," not in dataset
+
+
+def _first_row(path: Path) -> dict[str, Any] | None:
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".jsonl":
+            first = next((line for line in text.splitlines() if line.strip()), "")
+            row = json.loads(first) if first else None
+        else:
+            data = json.loads(text)
+            row = data[0] if isinstance(data, list) and data else None
+    except ValueError as exc:
+        raise LfTunerError(
+            f"dataset: {path} is not valid JSON ({exc}); fix the file or pass a registered name"
+        ) from exc
+    return row if isinstance(row, dict) else None
+
+
+def count_rows(path: Path) -> int | None:
+    """Samples in a JSON list or JSONL file; None for other formats."""
+    try:
+        if path.suffix == ".jsonl":
+            with path.open(encoding="utf-8") as fh:
+                return sum(1 for line in fh if line.strip())
+        if path.suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return len(data) if isinstance(data, list) else None
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def dataset_info_entry(path: Path, dataset_dir: Path) -> tuple[str, dict[str, Any]]:
+    """(name, entry) for a bare data file, rendered from templates/dataset_info_entry.json.j2."""
+    if not path.is_file():
+        raise LfTunerError(
+            f"dataset: {path} does not exist; pass a data file or a name from dataset_info.json"
+        )
+    row = _first_row(path) if path.suffix in (".json", ".jsonl") else None
+    formatting, column = "alpaca", "conversations"
+    if row is not None and isinstance(row.get("messages"), list):
+        formatting, column = "openai", "messages"
+    elif row is not None and isinstance(row.get("conversations"), list):
+        formatting = "sharegpt"
+    try:
+        file_name = str(path.resolve().relative_to(dataset_dir.resolve()))
+    except ValueError:
+        file_name = str(path.resolve())
+    text = render_template(
+        "dataset_info_entry.json.j2",
+        {"file_name": file_name, "formatting": formatting, "messages_column": column},
+    )
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)
+    entry: dict[str, Any] = json.loads(text)
+    return name, entry
+
+
+def merge_dataset_info(update: DatasetInfoUpdate, *, force: bool = False) -> str | None:
+    """The merged dataset_info.json text, or None when the entry is already there as is."""
+    existing: dict[str, Any] = {}
+    if update.path.is_file():
+        try:
+            existing = json.loads(update.path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise LfTunerError(
+                f"dataset_info: {update.path} is not valid JSON ({exc}); fix it first"
+            ) from exc
+        if not isinstance(existing, dict):
+            raise LfTunerError(f"dataset_info: {update.path} must hold a JSON object of dataset entries")
+    current = existing.get(update.name)
+    if current == update.entry:
+        return None
+    if current is not None and not force:
+        raise LfTunerError(
+            f"dataset_info: {update.path} already has a different `{update.name}` entry; "
+            "rename the file, pass the registered name, or use --force to replace the entry"
+        )
+    merged = {**existing, update.name: update.entry}
+    return json.dumps(merged, indent=2, ensure_ascii=False) + "\n"
+
+
+def _registered_count(name: str, dataset_dir: str) -> int | None:
+    info_path = Path(dataset_dir) / "dataset_info.json"
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    entry = info.get(name) if isinstance(info, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("file_name"), str):
+        return None
+    return count_rows(Path(dataset_dir) / entry["file_name"])
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+def _detected_gpu_gib() -> float | None:
+    try:
+        from lf_tuner.gpus import detect_gpus
+    except ImportError:
+        return None
+    gpus = detect_gpus()
+    return min(g.total_bytes for g in gpus) / 2**30 if gpus else None
+
+
+def _pick(
+    value: Any, *, method: str, gpu_gib: float | None, samples: int | None, why: dict[str, str], key: str
+) -> Any:
+    if isinstance(value, ByMethod):
+        used = "lora" if method == "qlora" and value.qlora is None else method
+        why.setdefault(
+            key, f"the preset's {used} value" + (" (QLoRA uses the LoRA rate)" if used != method else "")
+        )
+        return value.pick(method)
+    if isinstance(value, ByGpu):
+        if gpu_gib is None:
+            why[key] = "medium GPU class assumed (no GPU found); pass --gpu-memory GIB"
+            return value.medium
+        cls = gpu_class(gpu_gib)
+        why[key] = f"{cls} GPU class ({gpu_gib:g} GiB)"
+        return getattr(value, cls)
+    if isinstance(value, ByData):
+        if samples is None:
+            why[key] = "medium data class assumed (dataset not counted); pass --data-size N"
+            return value.medium
+        cls = data_class(samples)
+        why[key] = f"{cls} data class ({samples} samples)"
+        return getattr(value, cls)
+    return value
+
+
+# --------------------------------------------------------------------------- the config
+
+
+def render_train_config(
+    *,
+    preset: str | None,
+    model: str | None,
+    dataset: str | None,
+    dataset_dir: str | None,
+    template: str | None,
+    method: str | None,
+    output_dir: str | None,
+    cutoff: int | str | None,
+    overrides: list[str],
+    data_size: int | None,
+    gpu_memory_gib: float | None,
+    explain: bool = False,
+) -> Rendered:
+    """The training config for a preset and the command's options, checked against the schema."""
+    preset_name, spec = load_preset(preset or DEFAULT_PRESET)
+    method = method or spec.method
+    if method not in METHODS:
+        raise LfTunerError(f"method: `{method}` is not one of {', '.join(METHODS)}")
+    why: dict[str, str] = dict(spec.why)
+
+    model_spec = model or spec.model
+    if not model_spec:
+        raise LfTunerError(
+            f"model_name_or_path: preset `{preset_name}` names no model; pass --model NAME "
+            "(a name from `lf-tuner models`, a Hub id or a local model directory)"
+        )
+    arch = _resolve(model_spec)
+    model_name = _model_name(model_spec, arch)
+
+    chosen_template = template or (spec.template if not model else None)
+    if chosen_template is None:
+        chosen_template = infer_template(arch) if arch is not None else None
+        if chosen_template is None:
+            raise LfTunerError(
+                f"template: cannot tell the chat template of `{model_spec}`; pass --template NAME "
+                "(LLaMA-Factory's template name, e.g. qwen, llama3, mistral)"
+            )
+        why["template"] = f"LLaMA-Factory's template for the {arch.model_type if arch else ''} family"
+
+    dataset_name = dataset or spec.dataset
+    if not dataset_name:
+        raise LfTunerError(
+            f"dataset: preset `{preset_name}` names no dataset; pass --dataset NAME "
+            "(registered in dataset_info.json) or --dataset FILE (a .json/.jsonl data file)"
+        )
+    data_dir = dataset_dir or spec.dataset_dir
+    info_update: DatasetInfoUpdate | None = None
+    samples = data_size
+    if _is_data_file(dataset_name):
+        file_path = Path(dataset_name).expanduser()
+        data_dir = dataset_dir or str(file_path.parent)
+        name, entry = dataset_info_entry(file_path, Path(data_dir))
+        info_update = DatasetInfoUpdate(Path(data_dir) / "dataset_info.json", name, entry)
+        why["dataset"] = f"{file_path} registered as `{name}` in {info_update.path}"
+        dataset_name = name
+        if samples is None:
+            samples = count_rows(file_path)
+    elif samples is None and isinstance(spec.num_train_epochs, ByData):
+        samples = _registered_count(dataset_name, data_dir)
+
+    gpu_gib = gpu_memory_gib
+    if gpu_gib is None and isinstance(spec.per_device_train_batch_size, ByGpu):
+        gpu_gib = _detected_gpu_gib()
+
+    pick_kw: dict[str, Any] = {"method": method, "gpu_gib": gpu_gib, "samples": samples, "why": why}
+    lr = _pick(spec.learning_rate, key="learning_rate", **pick_kw)
+    batch = _pick(spec.per_device_train_batch_size, key="per_device_train_batch_size", **pick_kw)
+    epochs = float(_pick(spec.num_train_epochs, key="num_train_epochs", **pick_kw))
+    if spec.target_batch_size is not None:
+        accumulation = max(1, spec.target_batch_size // batch)
+        why.setdefault(
+            "gradient_accumulation_steps",
+            f"{batch} x {accumulation} reaches the target batch {spec.target_batch_size}",
+        )
+    else:
+        accumulation = spec.gradient_accumulation_steps or 1
+
+    evaluation: dict[str, Any] | None = None
+    if spec.evaluation is not None:
+        ev = spec.evaluation
+        patience = max(2, int(epochs) // 2)
+        evaluation = {
+            "val_size": ev.val_size,
+            "evaluate": ev.evaluate,
+            "per_device_eval_batch_size": ev.per_device_eval_batch_size or batch,
+            "early_stopping": ev.early_stopping,
+            "metric": ev.metric,
+            "patience": patience,
+        }
+        if ev.evaluate and ev.early_stopping:
+            why["early_stopping_steps"] = f"max(2, epochs // 2) = {patience} evaluations without improvement"
+
+    out_dir = output_dir or f"saves/{Path(model_name).name}/{method}/{preset_name}"
+    if not output_dir:
+        why.setdefault("output_dir", "saves/<model>/<method>/<preset>; set it with --output-dir")
+    cutoff_len = spec.cutoff_len
+    if isinstance(cutoff, int):
+        cutoff_len = cutoff
+        why["cutoff_len"] = "from --cutoff"
+
+    context: dict[str, Any] = {
+        "model_name_or_path": model_name,
+        "trust_remote_code": False,
+        "flash_attn": spec.flash_attn,
+        "method": method,
+        "lora": spec.lora,
+        "freeze": spec.freeze,
+        "quantization_bit": spec.quantization_bit,
+        "dataset": dataset_name,
+        "dataset_dir": data_dir,
+        "template": chosen_template,
+        "cutoff_len": cutoff_len,
+        "max_samples": spec.max_samples,
+        "preprocessing_num_workers": spec.preprocessing_num_workers,
+        "output_dir": out_dir,
+        "logging_steps": spec.logging_steps,
+        "save_steps": spec.save_steps,
+        "per_device_train_batch_size": batch,
+        "gradient_accumulation_steps": accumulation,
+        "learning_rate": lr,
+        "num_train_epochs": epochs,
+        "lr_scheduler_type": spec.lr_scheduler_type,
+        "warmup_ratio": spec.warmup_ratio,
+        "warmup_steps": spec.warmup_steps,
+        "weight_decay": spec.weight_decay,
+        "max_grad_norm": spec.max_grad_norm,
+        "optim": spec.optim,
+        "bf16": spec.bf16,
+        "evaluation": evaluation,
+        "extra": dict(spec.extra),
+    }
+    raw = yaml.safe_load(render_template("train.yaml.j2", context))
+    cfg: dict[str, Any] = dict(raw)
+    if method == "qlora":
+        why.setdefault("quantization_bit", "QLoRA: 4-bit bitsandbytes base weights")
+    cfg = apply_overrides(cfg, overrides)
+    for item in overrides:
+        key = item.lstrip("~").split("=", 1)[0].strip()
+        why[key] = "removed by override" if item.strip().startswith("~") else "set by override"
+    why = {k: v for k, v in why.items() if k in cfg}
+
+    if cutoff == "auto":
+        cfg, note = _auto_cutoff(cfg, info_update)
+        why["cutoff_len"] = note
+
+    problems = validate_config(cfg)
+    if problems:
+        raise problems_error(problems, "rendered config")
+    return _finish(cfg, why, preset_name, method, arch, info_update)
+
+
+def _auto_cutoff(cfg: dict[str, Any], pending: DatasetInfoUpdate | None) -> tuple[dict[str, Any], str]:
+    """cfg with the measured cutoff_len; a bare data file not yet registered is measured through a
+    scratch dataset_info.json (nothing of the user's is written here)."""
+    import tempfile
+
+    try:
+        from lf_tuner.lengths import measure_config_cutoff
+    except ImportError as exc:
+        raise LfTunerError(
+            "cutoff: --cutoff auto needs lf_tuner.lengths, which is missing; pass --cutoff N"
+        ) from exc
+    if pending is None:
+        value = measure_config_cutoff(cfg, percentile=95, multiple=128)
+    else:
+        entry = dict(pending.entry)
+        entry["file_name"] = str((pending.path.parent / str(entry["file_name"])).resolve())
+        with tempfile.TemporaryDirectory(prefix="lf-tuner-cutoff-") as tmp:
+            (Path(tmp) / "dataset_info.json").write_text(json.dumps({pending.name: entry}), encoding="utf-8")
+            value = measure_config_cutoff({**cfg, "dataset_dir": tmp}, percentile=95, multiple=128)
+    return {
+        **cfg,
+        "cutoff_len": int(value),
+    }, "95th percentile of the dataset's token lengths, rounded up to 128"
+
+
+def _finish(
+    cfg: dict[str, Any],
+    why: dict[str, str],
+    preset_name: str,
+    method: str,
+    arch: ModelArch | None,
+    info_update: DatasetInfoUpdate | None,
+) -> Rendered:
+    header = f"lf-tuner render --preset {preset_name} --method {method}\ncheck: lf-tuner validate FILE; train: llamafactory-cli train FILE"
+    notes = [f"{k}: {yaml_scalar(cfg[k])} ({v})" for k, v in why.items()]
+    return Rendered(
+        config=cfg,
+        yaml=dump_yaml(cfg, why, header),
+        notes=notes,
+        preset=preset_name,
+        arch=arch,
+        dataset_info=info_update,
+        why=why,
+    )
+
+
+def deepspeed_kind(value: object) -> str | None:
+    """z2/z3[_offload] when a `deepspeed` value names one of the shipped configs (ds_z3_config.json...)."""
+    name = Path(str(value)).name
+    for kind in DEEPSPEED_CHOICES:
+        if name in (kind, deepspeed_filename(kind), kind.replace("_", "-")):
+            return kind
+    return None
+
+
+def with_changes(rendered: Rendered, changes: dict[str, Any], why: dict[str, str]) -> Rendered:
+    """The rendered config with more keys set (None removes a key), re-checked and re-dumped."""
+    cfg = dict(rendered.config)
+    for key, value in changes.items():
+        if value is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = value
+    merged_why = {
+        **{k: v for k, v in rendered.why.items() if k in cfg},
+        **{k: v for k, v in why.items() if k in cfg},
+    }
+    kind = deepspeed_kind(cfg.get("deepspeed", ""))
+    ds = json.loads(render_deepspeed(kind)) if kind else None
+    problems = validate_config(cfg, deepspeed=ds)
+    if problems:
+        raise problems_error(problems, "rendered config")
+    method = "qlora" if cfg.get("quantization_bit") else str(cfg.get("finetuning_type", "lora"))
+    return _finish(cfg, merged_why, rendered.preset, method, rendered.arch, rendered.dataset_info)
+
+
+# --------------------------------------------------------------------------- --fit
+
+
+def fit_config(rendered: Rendered, *, gpu_bytes: int, gpus: int) -> tuple[Rendered, list[str]]:
+    """Choose micro-batch/accumulation, Liger, QLoRA or ZeRO so the estimate fits; report what was chosen."""
+    from dataclasses import replace
+
+    from lf_tuner.memory import estimate, fit_changes, setup_from_config
+
+    setup = setup_from_config(rendered.config, rendered.arch, gpus)
+    before = estimate(setup)
+    gib = gpu_bytes / 2**30
+    if before.total_bytes <= gpu_bytes:
+        return rendered, [f"fits as is: estimated peak {before.total_gib:.1f} GiB of {gib:.1f} GiB per GPU"]
+    changes = fit_changes(replace(setup), gpu_bytes)
+    if not changes:
+        raise LfTunerError(
+            f"fit: nothing fits {gib:.1f} GiB per GPU (estimated peak {before.total_gib:.1f} GiB); "
+            "use more GPUs (--gpus), a smaller model or a shorter --cutoff"
+        )
+    change = changes[0]
+    why = {key: f"--fit: {change.description}" for key in change.overrides}
+    fitted = with_changes(rendered, dict(change.overrides), why)
+    return fitted, [
+        f"estimated peak {before.total_gib:.1f} GiB does not fit {gib:.1f} GiB per GPU",
+        f"chose: {change.description} (estimated peak {change.total_gib:.1f} GiB)",
+    ]

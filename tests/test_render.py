@@ -1,0 +1,411 @@
+"""`lf-tuner render`: goldens for every preset x method, the security preset's values, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from lf_tuner.cli import cli
+from lf_tuner.config.presets import METHODS, builtin_names
+from lf_tuner.errors import LfTunerError
+from lf_tuner.render import (
+    dump_yaml,
+    render_deepspeed,
+    render_template,
+    render_train_config,
+    yaml_scalar,
+)
+
+GOLDEN = Path(__file__).parent / "golden" / "render"
+CASES = [(name, method) for name in builtin_names() for method in METHODS]
+
+
+def render(preset: str | None = None, **kw: Any) -> Any:
+    args: dict[str, Any] = {
+        "preset": preset,
+        "model": None,
+        "dataset": None,
+        "dataset_dir": None,
+        "template": None,
+        "method": None,
+        "output_dir": None,
+        "cutoff": None,
+        "overrides": [],
+        "data_size": None,
+        "gpu_memory_gib": None,
+    }
+    args.update(kw)
+    return render_train_config(**args)
+
+
+def golden_render(name: str, method: str) -> Any:
+    """The fixed inputs behind tests/golden/render/<preset>-<method>.yaml."""
+    extra = {} if name == "security" else {"model": "Qwen2.5-7B-Instruct", "dataset": "my_data"}
+    return render(name, method=method, gpu_memory_gib=24.0, data_size=5000, **extra)
+
+
+@pytest.mark.parametrize(("name", "method"), CASES)
+def test_golden(name: str, method: str, update_golden: bool) -> None:
+    rendered = golden_render(name, method)
+    path = GOLDEN / f"{name}-{method}.yaml"
+    if update_golden:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(rendered.yaml)
+    assert path.is_file(), f"{path} missing; run pytest --update-golden and review the diff"
+    assert rendered.yaml == path.read_text()
+    assert yaml.safe_load(rendered.yaml) == rendered.config  # the comments do not change the values
+    cfg = rendered.config
+    assert cfg["logging_nan_inf_filter"] is False
+    assert cfg["report_to"] == "none" and cfg["plot_loss"] is True and cfg["logging_steps"] > 0
+    assert "overwrite_output_dir" not in cfg
+    assert cfg["finetuning_type"] == ("lora" if method == "qlora" else method)
+    assert ("quantization_bit" in cfg) == (method == "qlora")
+
+
+SECURITY = {
+    "stage": "sft",
+    "do_train": True,
+    "model_name_or_path": "Qwen/Qwen2.5-7B-Instruct",
+    "preprocessing_num_workers": 16,
+    "finetuning_type": "lora",
+    "template": "qwen",
+    "flash_attn": "auto",
+    "dataset_dir": "data",
+    "dataset": "security",
+    "cutoff_len": 4096,
+    "learning_rate": 5.0e-5,
+    "num_train_epochs": 3.0,
+    "per_device_train_batch_size": 1,
+    "gradient_accumulation_steps": 8,
+    "lr_scheduler_type": "cosine",
+    "max_grad_norm": 1.0,
+    "save_steps": 100,
+    "warmup_steps": 0,
+    "bf16": True,
+    "plot_loss": True,
+    "lora_rank": 8,
+    "lora_alpha": 16,
+    "lora_dropout": 0,
+    "val_size": 0.15,
+    "optim": "adamw_torch",
+}
+ALWAYS = {"logging_nan_inf_filter": False, "report_to": "none", "logging_steps": 10}
+
+
+def test_security_preset_cli_values() -> None:
+    result = CliRunner().invoke(
+        cli, ["render", "--preset", "security", "--schema-only", "--output-dir", "saves/sec"]
+    )
+    assert result.exit_code == 0, result.output
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg == {**SECURITY, **ALWAYS, "output_dir": "saves/sec"}
+    assert "5.0e-5" in result.stdout
+    default = render("security").config["output_dir"]
+    assert default == "saves/Qwen2.5-7B-Instruct/lora/security"
+
+
+@pytest.mark.parametrize(
+    ("gib", "size", "batch", "accum", "epochs"),
+    [(8, 500, 8, 4, 5.0), (16, 5000, 16, 2, 3.0), (40, 50000, 32, 1, 2.0)],
+)
+def test_task_lookup_by_gpu_and_data(gib: float, size: int, batch: int, accum: int, epochs: float) -> None:
+    cfg = render(
+        "sentiment_analysis", model="Qwen2.5-7B-Instruct", dataset="d", gpu_memory_gib=gib, data_size=size
+    ).config
+    assert (cfg["per_device_train_batch_size"], cfg["gradient_accumulation_steps"]) == (batch, accum)
+    assert cfg["num_train_epochs"] == epochs
+    assert cfg["early_stopping_steps"] == max(2, int(epochs) // 2)
+    assert cfg["lr_scheduler_type"] == "linear" and cfg["warmup_ratio"] == 0.1 and cfg["weight_decay"] == 0.01
+
+
+@pytest.mark.parametrize(
+    ("method", "lr"), [("full", 1e-5), ("lora", 2e-5), ("qlora", 2e-5), ("freeze", 1e-5)]
+)
+def test_task_learning_rate_by_method(method: str, lr: float) -> None:
+    cfg = render(
+        "chatbot", model="Qwen2.5-7B-Instruct", dataset="d", method=method, gpu_memory_gib=24, data_size=10
+    ).config
+    assert cfg["learning_rate"] == lr
+    assert cfg["cutoff_len"] == 2048 and cfg["lr_scheduler_type"] == "cosine"
+    assert cfg["num_train_epochs"] == 3.0 and cfg["per_device_train_batch_size"] == 8
+
+
+def test_template_inferred_from_model_family(tmp_path: Path) -> None:
+    assert render("default", model="Llama-3.1-8B-Instruct", dataset="d").config["template"] == "llama3"
+    assert render("default", model="Qwen3-8B", dataset="d").config["template"] == "qwen3"
+    assert (
+        render("default", model="Qwen2.5-7B-Instruct", dataset="d", template="default").config["template"]
+        == "default"
+    )
+    local = tmp_path / "m"
+    local.mkdir()
+    (local / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "qwen2",
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "vocab_size": 512,
+            }
+        )
+    )
+    cfg = render("default", model=str(local), dataset="d").config
+    assert cfg["template"] == "qwen" and cfg["model_name_or_path"] == str(local)
+
+
+def test_unknown_hub_model_needs_template() -> None:
+    with pytest.raises(
+        LfTunerError, match="template: cannot tell the chat template of `someorg/x`; pass --template"
+    ):
+        render("default", model="someorg/x", dataset="d")
+    assert (
+        render("default", model="someorg/x", dataset="d", template="qwen").config["model_name_or_path"]
+        == "someorg/x"
+    )
+
+
+def test_overrides_and_removals_are_explained() -> None:
+    rendered = render("security", overrides=["learning_rate=1e-4", "~val_size", "enable_liger_kernel=true"])
+    cfg = rendered.config
+    assert cfg["learning_rate"] == 1e-4 and "val_size" not in cfg and cfg["enable_liger_kernel"] is True
+    assert "learning_rate: 1.0e-4  # set by override" in rendered.yaml
+    assert (
+        "enable_liger_kernel: true  # set by override" in rendered.yaml.split("### model")[1].split("###")[0]
+    )
+
+
+def test_bad_override_key_and_type_reported_together() -> None:
+    with pytest.raises(LfTunerError) as info:
+        render("security", overrides=["learning_rat=1e-4", "cutoff_len=long", "lr_scheduler_type=cosin"])
+    message = info.value.message
+    assert message.splitlines() == [
+        "rendered config has 3 problems:",
+        'cutoff_len: "long" is a str, expected int',
+        "lr_scheduler_type: `cosin` is not allowed; did you mean `cosine`? use one of: linear, cosine, "
+        "cosine_with_restarts, polynomial, constant, constant_with_warmup, inverse_sqrt, reduce_lr_on_plateau, "
+        "cosine_with_min_lr, cosine_warmup_with_min_lr, warmup_stable_decay, greedy",
+        "learning_rat: unknown LLaMA-Factory 0.9.5 key; did you mean `learning_rate`?",
+    ]
+
+
+def test_cli_bad_override_exit_1_no_traceback() -> None:
+    result = CliRunner().invoke(cli, ["render", "--preset", "security", "--schema-only", "learning_rat=1"])
+    assert result.exit_code == 1
+    assert "learning_rat: unknown LLaMA-Factory 0.9.5 key; did you mean `learning_rate`?" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_model_and_dataset() -> None:
+    with pytest.raises(
+        LfTunerError, match="model_name_or_path: preset `chatbot` names no model; pass --model"
+    ):
+        render("chatbot")
+    with pytest.raises(LfTunerError, match="dataset: preset `chatbot` names no dataset; pass --dataset"):
+        render("chatbot", model="Qwen2.5-7B-Instruct")
+
+
+def test_unknown_preset() -> None:
+    result = CliRunner().invoke(cli, ["render", "--preset", "nope", "--schema-only"])
+    assert result.exit_code == 1
+    assert "unknown preset `nope`" in result.output
+
+
+def test_output_file_is_never_overwritten_without_force(tmp_path: Path) -> None:
+    out = tmp_path / "train.yaml"
+    out.write_text("mine\n")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["render", "--preset", "security", "--schema-only", "-o", str(out)])
+    assert result.exit_code == 1
+    assert f"{out} exists; pass --force" in result.output
+    assert out.read_text() == "mine\n"
+    result = runner.invoke(
+        cli, ["render", "--preset", "security", "--schema-only", "-o", str(out), "--force"]
+    )
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == render("security").yaml
+    assert result.stdout == ""
+
+
+def test_template_missing_variables_reported_at_once() -> None:
+    with pytest.raises(LfTunerError) as info:
+        render_template("deepspeed/ds_config.json.j2", {})
+    assert info.value.message == (
+        "template deepspeed/ds_config.json.j2: missing variable(s) offload, stage; pass them all to render_template"
+    )
+    with pytest.raises(LfTunerError, match=r"missing variable\(s\) .*cutoff_len.*dataset"):
+        render_template("train.yaml.j2", {"method": "lora"})
+
+
+def test_bare_data_file_registered_and_merged(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    info = data / "dataset_info.json"
+    info.write_text(json.dumps({"theirs": {"file_name": "theirs.json"}}))
+    rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}] * 3
+    (data / "chat.json").write_text(json.dumps(rows))
+    out = tmp_path / "t.yaml"
+    runner = CliRunner()
+    args = [
+        "render",
+        "--preset",
+        "chatbot",
+        "--model",
+        "Qwen2.5-7B-Instruct",
+        "--dataset",
+        str(data / "chat.json"),
+        "--gpu-memory",
+        "24",
+        "--schema-only",
+        "-o",
+        str(out),
+    ]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    merged = json.loads(info.read_text())
+    assert merged["theirs"] == {"file_name": "theirs.json"}
+    assert merged["chat"] == {
+        "file_name": "chat.json",
+        "formatting": "sharegpt",
+        "columns": {"messages": "messages"},
+        "tags": {
+            "role_tag": "role",
+            "content_tag": "content",
+            "user_tag": "user",
+            "assistant_tag": "assistant",
+            "system_tag": "system",
+        },
+    }
+    cfg = yaml.safe_load(out.read_text())
+    assert cfg["dataset"] == "chat" and cfg["dataset_dir"] == str(data)
+    assert cfg["num_train_epochs"] == 3.0  # 3 rows: small data class
+    # a different entry under the same name is not replaced without --force
+    info.write_text(json.dumps({"chat": {"file_name": "other.json"}}))
+    result = runner.invoke(cli, [*args, "--force"][:-1] + ["-o", str(tmp_path / "u.yaml")])
+    assert result.exit_code == 1
+    assert "already has a different `chat` entry" in result.output
+    assert json.loads(info.read_text()) == {"chat": {"file_name": "other.json"}}
+
+
+def test_deepspeed_option_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "full.yaml"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "render",
+            "--preset",
+            "security",
+            "--method",
+            "full",
+            "--deepspeed",
+            "z3",
+            "--schema-only",
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    ds = tmp_path / "ds_z3_config.json"
+    assert yaml.safe_load(out.read_text())["deepspeed"] == str(ds.resolve())
+    assert json.loads(ds.read_text())["zero_optimization"]["stage"] == 3
+
+
+def test_zero3_cross_rule() -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "render",
+            "--preset",
+            "security",
+            "--method",
+            "full",
+            "--deepspeed",
+            "z3",
+            "--schema-only",
+            "pure_bf16=true",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "pure_bf16: `pure_bf16` is incompatible with DeepSpeed ZeRO-3" in result.output
+
+
+@pytest.mark.parametrize("kind", ["z2", "z2_offload", "z3", "z3_offload"])
+def test_deepspeed_templates_are_valid_json(kind: str) -> None:
+    raw = json.loads(render_deepspeed(kind))
+    zero = raw["zero_optimization"]
+    assert zero["stage"] == int(kind[1])
+    assert ("offload_optimizer" in zero) == kind.endswith("offload")
+    assert ("offload_param" in zero) == (kind == "z3_offload")
+
+
+def test_explain_prints_reasons_on_stderr() -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "render",
+            "--preset",
+            "summarization",
+            "--model",
+            "Qwen2.5-7B-Instruct",
+            "--dataset",
+            "d",
+            "--gpu-memory",
+            "10",
+            "--data-size",
+            "20000",
+            "--schema-only",
+            "--explain",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "why: per_device_train_batch_size: 2 (small GPU class (10 GiB))" in result.stderr
+    assert "why: num_train_epochs: 2.0 (large data class (20000 samples))" in result.stderr
+    assert "why:" not in result.stdout
+
+
+def test_cutoff_flag() -> None:
+    assert render("security", cutoff=1024).config["cutoff_len"] == 1024
+    result = CliRunner().invoke(cli, ["render", "--preset", "security", "--cutoff", "abc", "--schema-only"])
+    assert result.exit_code == 2
+    assert "`abc` is not a positive whole number or `auto`" in result.output
+
+
+def test_yaml_scalar_formats() -> None:
+    assert [yaml_scalar(v) for v in (5e-5, 3e-4, 1e-4, 0.15, 3.0, 0.0, 1e20, True, None, "a: b", [1, 2])] == [
+        "5.0e-5",
+        "3.0e-4",
+        "1.0e-4",
+        "0.15",
+        "3.0",
+        "0.0",
+        "1.0e+20",
+        "true",
+        "null",
+        "'a: b'",
+        "[1, 2]",
+    ]
+    text = dump_yaml({"learning_rate": 1.5e-5, "zzz_unknown": 1, "model_name_or_path": "m"})
+    assert (
+        text
+        == "### model\nmodel_name_or_path: m\n\n### train\nlearning_rate: 1.5e-5\n\n### other\nzzz_unknown: 1\n"
+    )
+    assert yaml.safe_load(text) == {"learning_rate": 1.5e-5, "zzz_unknown": 1, "model_name_or_path": "m"}
+
+
+def test_cutoff_auto_measures_the_dataset(tmp_path: Path) -> None:
+    from tests.tiny import TINY_CONFIG, build_tokenizer, write_alpaca
+
+    model = build_tokenizer(tmp_path / "model")
+    (model / "config.json").write_text(json.dumps(TINY_CONFIG))
+    data = tmp_path / "data"
+    data.mkdir()
+    write_alpaca(data / "a.json", n=40)
+    rendered = render("default", model=str(model), dataset=str(data / "a.json"), cutoff="auto", data_size=40)
+    assert rendered.config["cutoff_len"] == 128  # ~50-token samples, rounded up to a multiple of 128
+    assert rendered.why["cutoff_len"] == "95th percentile of the dataset's token lengths, rounded up to 128"
