@@ -64,19 +64,20 @@ def prepare(workdir, models):
     rnd = random.Random(0)
     data_dir = os.path.join(workdir, "data")
     os.makedirs(data_dir, exist_ok=True)
-    rows = []
-    for _ in range(256):
-        rows.append({"instruction": " ".join(rnd.choice(words) for _ in range(9000)), "input": "",
-                     "output": " ".join(rnd.choice(words) for _ in range(9000))})
-    with open(os.path.join(data_dir, "long.json"), "w") as f:
-        json.dump(rows, f)
-    with open(os.path.join(data_dir, "dataset_info.json"), "w") as f:
-        json.dump({"long": {"file_name": "long.json"}}, f)
+    if not os.path.exists(os.path.join(data_dir, "dataset_info.json")):  # written last; safe to share
+        rows = []
+        for _ in range(256):
+            rows.append({"instruction": " ".join(rnd.choice(words) for _ in range(9000)), "input": "",
+                         "output": " ".join(rnd.choice(words) for _ in range(9000))})
+        with open(os.path.join(data_dir, "long.json"), "w") as f:
+            json.dump(rows, f)
+        with open(os.path.join(data_dir, "dataset_info.json"), "w") as f:
+            json.dump({"long": {"file_name": "long.json"}}, f)
 
     for name in models:
         arch = dict(ARCHS[name])
         mdir = os.path.join(workdir, "models", name)
-        if os.path.exists(os.path.join(mdir, "config.json")):
+        if os.path.exists(os.path.join(mdir, "ready")):
             continue
         model_type = arch.pop("model_type")
         cfg = AutoConfig.for_model(model_type, **arch, max_position_embeddings=32768, rms_norm_eps=1e-6,
@@ -88,6 +89,7 @@ def prepare(workdir, models):
         model.save_pretrained(mdir, safe_serialization=True)
         fast.save_pretrained(mdir)
         n = sum(p.numel() for p in model.parameters())
+        open(os.path.join(mdir, "ready"), "w").close()  # grid (LFM_WAIT_MODELS=1) waits for this
         del model
         torch.cuda.empty_cache()
         print(json.dumps({"prepared": name, "params": n, "seconds": round(time.time() - t0, 1)}), flush=True)
@@ -151,7 +153,7 @@ def one(workdir, case):
                     k = str(p.dtype).replace("torch.", "") + ("_trainable" if p.requires_grad else "")
                     dts[k] = dts.get(k, 0) + p.numel()
                 info["param_dtypes"] = dts
-                info["optim"] = str(args.optim)
+                info["resolved_optim"] = str(args.optim)  # not "optim": that is a case key
             except Exception as e:  # informational only
                 info["probe_error"] = repr(e)
             if cuda:
@@ -212,6 +214,9 @@ def grid(workdir, cases_path, out_path, deadline_s):
     for case in cases:
         if case["id"] in done:
             continue
+        ready = os.path.join(workdir, "models", case["model"], "ready")
+        while os.environ.get("LFM_WAIT_MODELS") and not os.path.exists(ready) and time.time() < t_end - 30:
+            time.sleep(2)  # a concurrent `prepare` is still writing this model
         left = t_end - time.time()
         if left < 30:
             print(json.dumps({"skipped": case["id"], "reason": "deadline"}), flush=True)

@@ -270,9 +270,7 @@ def trainable_params(setup: TrainSetup) -> int:
 def _weight_bytes(setup: TrainSetup) -> float:
     """Base weights as loaded: bf16, or decoder linears quantized (embeddings, lm_head and norms stay bf16)."""
     arch = setup.arch
-    # MoE experts are 3-D parameters in transformers 5, which bitsandbytes does not quantize.
-    expert = sum(lin.params for lin in arch.linears() if lin.per_expert) * arch.num_experts * arch.num_layers
-    quantizable = arch.linear_params - expert
+    quantizable = _quantized_params(arch)
     bits = setup.quant_bits
     if bits is None:
         per = 2.0
@@ -283,6 +281,12 @@ def _weight_bytes(setup: TrainSetup) -> float:
     else:
         per = bits / 8 + 0.0625
     return quantizable * per + (arch.total_params - quantizable) * 2.0
+
+
+def _quantized_params(arch: ModelArch) -> int:
+    """Decoder linears that bitsandbytes replaces (MoE experts are 3-D parameters in transformers 5: left out)."""
+    expert = sum(lin.params for lin in arch.linears() if lin.per_expert) * arch.num_experts * arch.num_layers
+    return arch.linear_params - expert
 
 
 def _adafactor_state(setup: TrainSetup) -> float:
@@ -385,6 +389,9 @@ def estimate(setup: TrainSetup) -> Estimate:
         opt_states = _adafactor_state(setup)
     elif state_fixed is not None:
         opt_states = n_train * state_fixed
+        if state_fixed < 4 and setup.method == "full":
+            # transformers' Trainer keeps nn.Embedding states in 32 bit under bitsandbytes' 8-bit optimizers
+            opt_states += arch.embedding_params * (8.0 - state_fixed)
     else:
         opt_states = n_train * state_mult * p_bytes
     step_temp = n_train * step_tmp_mult * p_bytes
@@ -447,13 +454,13 @@ def estimate(setup: TrainSetup) -> Estimate:
 
     # Autocast caches a bf16 copy of each fp32 trainable weight during the forward pass.
     autocast = 2.0 * n_train if (fp32_master and stage is None) else 0.0
-    # Gradient accumulation, tied embeddings and AMP create a transient gradient next to the stored one.
-    largest_tensor = max(
-        max(lin.params for lin in arch.linears()), arch.embedding_params if setup.method == "full" else 0
-    )
-    if setup.is_lora:
-        largest_tensor = 0
-    grad_transient = largest_tensor * p_bytes if (arch.tie_embeddings or setup.grad_accum > 1) else 0
+    # A gradient computed next to the one already stored: the embedding's backward builds a dense fp32 gradient
+    # that is added to the tied lm_head's (or cast to a bf16 weight's dtype, or added under accumulation).
+    grad_transient = 0.0
+    if setup.method == "full" and (arch.tie_embeddings or setup.grad_accum > 1 or p_bytes != 4):
+        grad_transient = 4.0 * arch.embedding_params
+    elif not setup.is_lora and setup.grad_accum > 1:
+        grad_transient = p_bytes * max(lin.params for lin in arch.linears())
     if setup.quant_bits is not None:
         dequant = 2.0 * max(lin.params for lin in arch.linears() if not lin.per_expert)
     else:
@@ -482,9 +489,18 @@ def estimate(setup: TrainSetup) -> Estimate:
     # allocated and freed within each step (activations, logits, autocast copies, bf16 gradients under AMP).
     bf16_grads = 2.0 * n_train if (fp32_master and stage is None) else 0.0
     churn = max(act_loss + loss, act_backward) + autocast + bf16_grads + step_temp
+    # Eager attention: scores, mask, fp32 softmax and probabilities of one layer, forward and backward.
+    churn += 22.0 * _eager_attention_bytes(setup) / 8.0
+    # LLM.int8 materialises each weight in 16 bit for the backward pass (MatMul8bitLt).
+    if setup.quant_bits == 8:
+        churn += 2.0 * _quantized_params(arch)
     multi = n > 1 or stage is not None
     ratio = FRAGMENTATION_RATIO_EXPANDABLE if multi else FRAGMENTATION_RATIO
     frag = max(ratio * churn, 0.0 if multi else FRAGMENTATION_FLOOR)
+    if phase != "step" and stage is None:
+        # Gradients freed by zero_grad stay cached in blocks sized per parameter; in the next forward only the
+        # autocast copies (half their size) fit in them, the logits and activations need other blocks.
+        frag += max(0.0, grads - autocast)
     if ds_buffers:
         parts["deepspeed_buffers"] = ds_buffers
     if multi:
