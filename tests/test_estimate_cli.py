@@ -21,15 +21,15 @@ Qwen2.5-0.5B · lora · cutoff 1024 × batch 1
   autocast weight copies             0.01
   activations                        0.05
   logits + loss                      1.74
-  allocator overhead                 1.00
+  allocator overhead                 1.01
   CUDA context                       0.74
 
-  peak per GPU                       4.50
+  peak per GPU                       4.51
 
-4 GiB GPU: does NOT fit: short by 0.50 GiB
+4 GiB GPU: does NOT fit: short by 0.51 GiB
 changes that fit:
-  - enable Liger Kernel (fused linear cross-entropy) -> 2.83 GiB  (enable_liger_kernel: True)
-  - cutoff_len 640 (longer samples are truncated) -> 3.83 GiB  (cutoff_len: 640)
+  - enable Liger Kernel (fused linear cross-entropy) -> 2.84 GiB  (enable_liger_kernel: True)
+  - cutoff_len 640 (longer samples are truncated) -> 3.84 GiB  (cutoff_len: 640)
 """
 
 
