@@ -21,14 +21,40 @@ from lf_tuner.memory import GIB, estimate, setup_from_config  # noqa: E402
 from lf_tuner.models import resolve_model  # noqa: E402
 
 # Row `model` names of the calibration files -> catalog names.
-ALIASES = {"qwen2.5-0.5b": "Qwen2.5-0.5B", "qwen2.5-1.5b": "Qwen2.5-1.5B", "qwen2.5-3b": "Qwen2.5-3B",
-           "qwen2.5-7b": "Qwen2.5-7B", "qwen2.5-14b": "Qwen2.5-14B", "llama3.1-8b": "Llama-3.1-8B",
-           "qwen3-4b": "Qwen3-4B"}
+ALIASES = {
+    "qwen2.5-0.5b": "Qwen2.5-0.5B",
+    "qwen2.5-1.5b": "Qwen2.5-1.5B",
+    "qwen2.5-3b": "Qwen2.5-3B",
+    "qwen2.5-7b": "Qwen2.5-7B",
+    "qwen2.5-14b": "Qwen2.5-14B",
+    "llama3.1-8b": "Llama-3.1-8B",
+    "qwen3-4b": "Qwen3-4B",
+}
 # The base arguments of measure_vram.py (a row's own fields override them).
-BASE = {"stage": "sft", "finetuning_type": "lora", "lora_target": "all", "lora_rank": 8,
-        "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1, "bf16": True}
-META = {"id", "model", "max_allocated", "max_reserved", "nvml_process_peak", "nvml_device_peak", "ok", "error",
-        "mem_by_step", "step_times", "wall", "source", "template"}
+BASE = {
+    "stage": "sft",
+    "finetuning_type": "lora",
+    "lora_target": "all",
+    "lora_rank": 8,
+    "per_device_train_batch_size": 1,
+    "gradient_accumulation_steps": 1,
+    "bf16": True,
+}
+META = {
+    "id",
+    "model",
+    "max_allocated",
+    "max_reserved",
+    "nvml_process_peak",
+    "nvml_device_peak",
+    "ok",
+    "error",
+    "mem_by_step",
+    "step_times",
+    "wall",
+    "source",
+    "template",
+}
 
 
 def rows(paths: list[Path]) -> list[dict]:
@@ -57,14 +83,28 @@ def main() -> None:
         measured = row["nvml_process_peak"] / GIB
         err = (est.total_gib - measured) / measured * 100
         errors.append(err)
-        print(f"{row['id']:28s} {row['_file']:28s} {measured:9.2f} {est.total_gib:9.2f} {err:+7.1f}%  {est.phase}")
+        print(
+            f"{row['id']:28s} {row['_file']:28s} {measured:9.2f} {est.total_gib:9.2f} {err:+7.1f}%  {est.phase}"
+        )
     if errors:
         mean = sum(abs(e) for e in errors) / len(errors)
         worst = max(errors, key=abs)
         under = sum(1 for e in errors if e < -3)
-        print(f"\nrows {len(errors)}  mean |error| {mean:.2f}%  max |error| {abs(worst):.2f}% ({worst:+.1f}%)  "
-              f"under-estimates beyond 3%: {under}")
-    cli = [sys.executable, "-m", "lf_tuner", "estimate", "--model", "Qwen2.5-7B", "--cutoff", "4096", "--json"]
+        print(
+            f"\nrows {len(errors)}  mean |error| {mean:.2f}%  max |error| {abs(worst):.2f}% ({worst:+.1f}%)  "
+            f"under-estimates beyond 3%: {under}"
+        )
+    cli = [
+        sys.executable,
+        "-m",
+        "lf_tuner",
+        "estimate",
+        "--model",
+        "Qwen2.5-7B",
+        "--cutoff",
+        "4096",
+        "--json",
+    ]
     walls = []
     for _ in range(5):
         t0 = time.perf_counter()

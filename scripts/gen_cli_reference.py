@@ -56,7 +56,9 @@ def main() -> int:
     fresh = render(current)
     if "--check" in sys.argv:
         if fresh != current:
-            print("README.md's CLI reference is stale: run python scripts/gen_cli_reference.py", file=sys.stderr)
+            print(
+                "README.md's CLI reference is stale: run python scripts/gen_cli_reference.py", file=sys.stderr
+            )
             return 1
         return 0
     path.write_text(fresh, encoding="utf-8")

@@ -8,10 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+pip_install() {
+  # pip's warnings about this machine's missing local indexes are noise; errors still show and fail the script
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" 2>&1 \
+    | { grep -v "^WARNING: Location 'file:" || true; }
+}
 if [ "${1:-}" = "--train" ]; then
-  "${PIP[@]}" torch==2.9.1 torchvision==0.24.1
-  "${PIP[@]}" torch==2.9.1 'torchaudio==2.9.*'
-  "${PIP[@]}" llamafactory==0.9.5
+  pip_install torch==2.9.1 torchvision==0.24.1
+  pip_install torch==2.9.1 'torchaudio==2.9.*'
+  pip_install llamafactory==0.9.5
 fi
-"${PIP[@]}" -e '.[dev]'
+pip_install -e '.[dev]'

@@ -49,8 +49,17 @@ def test_table_exact_output() -> None:
 
 
 def test_json_output() -> None:
-    result = invoke("estimate", "--model", "Qwen/Qwen2.5-7B-Instruct", "--cutoff", "4096", "--json",
-                    "--gpu-memory", "80", "--max-cutoff")
+    result = invoke(
+        "estimate",
+        "--model",
+        "Qwen/Qwen2.5-7B-Instruct",
+        "--cutoff",
+        "4096",
+        "--json",
+        "--gpu-memory",
+        "80",
+        "--max-cutoff",
+    )
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert set(data) >= {"total_gib", "components", "fits", "max_cutoff", "peak_phase"}
@@ -61,8 +70,10 @@ def test_json_output() -> None:
 
 def test_config_file_and_flags_override(tmp_path: Path) -> None:
     cfg = tmp_path / "train.yaml"
-    cfg.write_text("model_name_or_path: Qwen2.5-7B\nfinetuning_type: lora\ncutoff_len: 1024\n"
-                   "per_device_train_batch_size: 1\n")
+    cfg.write_text(
+        "model_name_or_path: Qwen2.5-7B\nfinetuning_type: lora\ncutoff_len: 1024\n"
+        "per_device_train_batch_size: 1\n"
+    )
     from_file = json.loads(invoke("estimate", "--config", str(cfg), "--json").stdout)
     overridden = json.loads(invoke("estimate", "--config", str(cfg), "--cutoff", "4096", "--json").stdout)
     direct = json.loads(invoke("estimate", "--model", "Qwen2.5-7B", "--cutoff", "4096", "--json").stdout)

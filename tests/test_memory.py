@@ -22,7 +22,9 @@ from lf_tuner.memory import (
 from lf_tuner.models import resolve_model
 
 Q7 = resolve_model("Qwen2.5-7B")
-ARCHS = [resolve_model(n) for n in ("Qwen2.5-0.5B", "Qwen2.5-7B", "Llama-3.1-8B", "gemma-2-2b", "Qwen3-30B-A3B")]
+ARCHS = [
+    resolve_model(n) for n in ("Qwen2.5-0.5B", "Qwen2.5-7B", "Llama-3.1-8B", "gemma-2-2b", "Qwen3-30B-A3B")
+]
 
 
 def total(**kw) -> int:
@@ -42,7 +44,9 @@ def test_lora_target_list_counts_only_those_modules() -> None:
 def test_components_sum_to_total_and_name_the_parts() -> None:
     est = estimate(TrainSetup(arch=Q7, cutoff_len=4096))
     assert sum(est.components.values()) == est.total_bytes
-    assert {"weights", "activations", "logits_loss", "cuda_context", "allocator_overhead"} <= set(est.components)
+    assert {"weights", "activations", "logits_loss", "cuda_context", "allocator_overhead"} <= set(
+        est.components
+    )
     # the logits term is tokens x vocab x bytes per logit
     assert est.components["logits_loss"] == 4096 * 152064 * CE_BYTES_PER_LOGIT
 
@@ -63,8 +67,15 @@ def test_liger_removes_the_logits_term() -> None:
     gc=st.booleans(),
 )
 def test_total_grows_with_cutoff_batch_and_rank(arch, method, cutoff, batch, rank, liger, gc) -> None:
-    s = TrainSetup(arch=arch, method=method, cutoff_len=cutoff, batch_size=batch, lora_rank=rank, liger=liger,
-                   gradient_checkpointing=gc)
+    s = TrainSetup(
+        arch=arch,
+        method=method,
+        cutoff_len=cutoff,
+        batch_size=batch,
+        lora_rank=rank,
+        liger=liger,
+        gradient_checkpointing=gc,
+    )
     base = estimate(s).total_bytes
     assert estimate(replace(s, cutoff_len=cutoff + 128)).total_bytes >= base
     assert estimate(replace(s, batch_size=batch + 1)).total_bytes >= base
@@ -97,7 +108,9 @@ def test_zero3_shards_full_finetuning() -> None:
 def test_pure_bf16_halves_full_states() -> None:
     fp32 = estimate(TrainSetup(arch=Q7, method="full"))
     bf16 = estimate(TrainSetup(arch=Q7, method="full", pure_bf16=True))
-    assert bf16.components["optimizer_states"] * 2 == pytest.approx(fp32.components["optimizer_states"], rel=1e-6)
+    assert bf16.components["optimizer_states"] * 2 == pytest.approx(
+        fp32.components["optimizer_states"], rel=1e-6
+    )
 
 
 def test_8bit_optimizer_states() -> None:
@@ -141,13 +154,24 @@ def test_setup_from_config_honours_llamafactory_keys(tmp_path: Path) -> None:
     s = setup_from_config(cfg, gpus=4)
     assert (s.cutoff_len, s.batch_size, s.grad_accum, s.lora_rank) == (3000, 2, 4, 16)
     assert s.lora_target == ("q_proj", "v_proj") and s.quant_bits == 4 and s.liger
-    assert s.attention == "eager" and not s.gradient_checkpointing and s.deepspeed == "z3-offload" and s.gpus == 4
+    assert (
+        s.attention == "eager"
+        and not s.gradient_checkpointing
+        and s.deepspeed == "z3-offload"
+        and s.gpus == 4
+    )
     assert s.tokens == 2 * 3000  # padded to a multiple of 8
 
 
 def test_setup_from_config_defaults_are_llamafactory_defaults() -> None:
     s = setup_from_config({"model_name_or_path": "Qwen2.5-0.5B"})
-    assert (s.method, s.cutoff_len, s.batch_size, s.lora_rank, s.gradient_checkpointing) == ("lora", 2048, 8, 8, True)
+    assert (s.method, s.cutoff_len, s.batch_size, s.lora_rank, s.gradient_checkpointing) == (
+        "lora",
+        2048,
+        8,
+        8,
+        True,
+    )
 
 
 def test_setup_from_config_rejects_wrong_types() -> None:

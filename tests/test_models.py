@@ -32,7 +32,14 @@ def test_parameter_count_matches_published_within_half_a_percent(arch) -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", ["Qwen2.5-7B", "Qwen/Qwen2.5-7B-Instruct", "qwen2.5-7b", "QWEN2.5-7B-INSTRUCT", "Qwen2.5-Coder-7B-Instruct"]
+    "spec",
+    [
+        "Qwen2.5-7B",
+        "Qwen/Qwen2.5-7B-Instruct",
+        "qwen2.5-7b",
+        "QWEN2.5-7B-INSTRUCT",
+        "Qwen2.5-Coder-7B-Instruct",
+    ],
 )
 def test_name_forms_resolve_to_the_same_architecture(spec: str) -> None:
     arch = resolve_model(spec)
@@ -42,11 +49,15 @@ def test_name_forms_resolve_to_the_same_architecture(spec: str) -> None:
 def test_moe_active_parameters() -> None:
     arch = resolve_model("Qwen3-30B-A3B")
     assert 3.2e9 < arch.active_params < 3.5e9  # "A3B": 3.3B active
-    assert resolve_model("mistralai/Mixtral-8x7B-Instruct-v0.1").active_params == pytest.approx(12.9e9, rel=0.01)
+    assert resolve_model("mistralai/Mixtral-8x7B-Instruct-v0.1").active_params == pytest.approx(
+        12.9e9, rel=0.01
+    )
 
 
 def test_unknown_name_lists_closest_and_the_local_directory_way() -> None:
-    with pytest.raises(LfTunerError, match=r"unknown model `qwen2\.5-7x`\. Closest: .*Qwen2\.5-7B.*local model directory"):
+    with pytest.raises(
+        LfTunerError, match=r"unknown model `qwen2\.5-7x`\. Closest: .*Qwen2\.5-7B.*local model directory"
+    ):
         resolve_model("qwen2.5-7x")
 
 
@@ -63,8 +74,16 @@ def test_local_directory_and_config_file(tmp_path: Path) -> None:
 
 
 def test_multimodal_config_uses_text_config(tmp_path: Path) -> None:
-    text = {"hidden_size": 2560, "intermediate_size": 10240, "num_hidden_layers": 34, "num_attention_heads": 8,
-            "num_key_value_heads": 4, "head_dim": 256, "vocab_size": 262208, "model_type": "gemma3_text"}
+    text = {
+        "hidden_size": 2560,
+        "intermediate_size": 10240,
+        "num_hidden_layers": 34,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+        "vocab_size": 262208,
+        "model_type": "gemma3_text",
+    }
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3", "text_config": text}))
     arch = resolve_model(str(tmp_path))
     assert arch.tie_embeddings and arch.norms_per_layer == 4 and arch.qk_norm

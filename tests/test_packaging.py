@@ -22,7 +22,9 @@ def test_wheel_ships_templates_and_presets(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     for folder in ("templates", "presets"):
         shipped = [n for n in names if n.startswith(f"lf_tuner/{folder}/") and not n.endswith("/")]
-        on_disk = [p for p in (ROOT / "lf_tuner" / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+        on_disk = [
+            p for p in (ROOT / "lf_tuner" / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        ]
         assert shipped, f"no {folder} in the wheel"
         assert len(shipped) == len(on_disk)
     assert "lf_tuner/py.typed" in names
@@ -46,6 +48,9 @@ def test_version_and_help() -> None:
 
 
 def test_readme_cli_reference_is_current() -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_cli_reference.py"), "--check"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_cli_reference.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
