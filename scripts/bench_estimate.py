@@ -57,6 +57,20 @@ META = {
 }
 
 
+def readme_rule_gb(cfg: dict, params_b: float) -> float:
+    """LLaMA-Factory README's "Hardware Requirement" table: GB by method and bits, ignoring sequence length."""
+    if cfg.get("finetuning_type") == "full":
+        return (8 if cfg.get("pure_bf16") else 18) * params_b
+    bits = cfg.get("quantization_bit")
+    return {None: 2.0, 8: 1.0, 4: 0.5}.get(bits, 2.0) * params_b
+
+
+def per_1k_rule_gb(cfg: dict, params_b: float) -> float:
+    """A common rule of thumb: the README's weight term plus 2.5 GB per 1K tokens of the micro-batch."""
+    tokens = cfg["cutoff_len"] * cfg.get("per_device_train_batch_size", 1)
+    return readme_rule_gb(cfg, params_b) + 2.5 * tokens / 1000
+
+
 def rows(paths: list[Path]) -> list[dict]:
     out = []
     for path in paths:
@@ -74,7 +88,7 @@ def main() -> None:
         shared = ROOT.parent / "shared" / "calibration" / "vram_h100.jsonl"
         args = ([shared] if shared.exists() else []) + sorted((ROOT / "calibration").glob("*.jsonl"))
     data = rows(args)
-    errors = []
+    errors, baselines = [], {"README rule": [], "2.5 GB/1K tokens": []}
     print(f"{'id':28s} {'file':28s} {'measured':>9s} {'estimate':>9s} {'error':>8s}  phase")
     for row in data:
         cfg = {**BASE, **{k: v for k, v in row.items() if k not in META and not k.startswith("_")}}
@@ -83,6 +97,10 @@ def main() -> None:
         measured = row["nvml_process_peak"] / GIB
         err = (est.total_gib - measured) / measured * 100
         errors.append(err)
+        measured_gb = row["nvml_process_peak"] / 1e9
+        params_b = arch.total_params / 1e9
+        for name, rule in (("README rule", readme_rule_gb), ("2.5 GB/1K tokens", per_1k_rule_gb)):
+            baselines[name].append((rule(cfg, params_b) - measured_gb) / measured_gb * 100)
         print(
             f"{row['id']:28s} {row['_file']:28s} {measured:9.2f} {est.total_gib:9.2f} {err:+7.1f}%  {est.phase}"
         )
@@ -94,6 +112,14 @@ def main() -> None:
             f"\nrows {len(errors)}  mean |error| {mean:.2f}%  max |error| {abs(worst):.2f}% ({worst:+.1f}%)  "
             f"under-estimates beyond 3%: {under}"
         )
+        for name, errs in baselines.items():
+            mean_b = sum(abs(e) for e in errs) / len(errs)
+            worst_b = max(errs, key=abs)
+            under_b = sum(1 for e in errs if e < -3)
+            print(
+                f"baseline {name:17s} mean |error| {mean_b:.1f}%  max |error| {abs(worst_b):.0f}% ({worst_b:+.0f}%)  "
+                f"under-estimates beyond 3%: {under_b}"
+            )
     cli = [
         sys.executable,
         "-m",
