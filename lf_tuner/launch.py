@@ -13,8 +13,10 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections import deque
@@ -124,6 +126,24 @@ def build_command(
     if record_vram:
         env["RECORD_VRAM"] = "1"
     return Command(argv=argv, env=env)
+
+
+def staged_path(kept: Path, *, torchrun: bool) -> Path:
+    """The config path the child is given: `kept`, or a path in a new temporary directory when torchrun would
+    split `kept` on its whitespace (`write_config` puts a copy there)."""
+    if torchrun and any(c.isspace() for c in str(kept.absolute())):
+        return Path(tempfile.mkdtemp(prefix="lf-tuner-")) / "config.yaml"
+    return kept
+
+
+def write_config(cfg: Mapping[str, Any], kept: Path, staged: Path | None = None) -> None:
+    """Write the training config as YAML to `kept` (creating its directory) and copy it to `staged`."""
+    import yaml
+
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(yaml.safe_dump(dict(cfg), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    if staged is not None and staged != kept:
+        shutil.copyfile(kept, staged)
 
 
 # ---------------------------------------------------------------------------------------------- watching

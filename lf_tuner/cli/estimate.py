@@ -13,6 +13,7 @@ from rich.table import Table
 
 from lf_tuner.cli._common import console, load_yaml_mapping
 from lf_tuner.errors import LfTunerError
+from lf_tuner.fit import report_fit, targets
 from lf_tuner.memory import (
     ATTENTIONS,
     DEEPSPEED,
@@ -20,6 +21,7 @@ from lf_tuner.memory import (
     METHODS,
     Estimate,
     TrainSetup,
+    estimate,
     fit_changes,
     max_cutoff,
     setup_from_config,
@@ -137,14 +139,17 @@ def render_table(est: Estimate) -> Table:
 @click.option("--packing", is_flag=True, default=None, help="Pack samples to exactly cutoff_len.")
 @click.option("--gpu-memory", type=float, help="GiB per GPU to check against (default: the detected GPUs).")
 @click.option(
-    "--max-cutoff", is_flag=True, help="Print the largest cutoff_len (a multiple of 128) that fits."
+    "--max-cutoff",
+    "want_max_cutoff",
+    is_flag=True,
+    help="Print the largest cutoff_len (a multiple of 128) that fits.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def command(
     config: Path | None,
     model: str | None,
     gpu_memory: float | None,
-    max_cutoff: bool,
+    want_max_cutoff: bool,
     as_json: bool,
     **flags: Any,
 ) -> None:
@@ -154,14 +159,12 @@ def command(
     if gpu_memory is not None and gpu_memory <= 0:
         raise click.BadParameter(f"must be positive, got {gpu_memory}", param_hint="--gpu-memory")
     setup = gather_setup(config, model, flags)
-    from lf_tuner.cli._fit import report_fit, targets
-
-    est = __import__("lf_tuner.memory", fromlist=["estimate"]).estimate(setup)
+    est = estimate(setup)
     gpus = targets(gpu_memory)
     result: dict[str, Any] = est.as_dict()
-    if max_cutoff and gpus:
-        result["max_cutoff"] = min(_max_cutoff(setup, g["budget_bytes"]) for g in gpus)
-    elif max_cutoff:
+    if want_max_cutoff and gpus:
+        result["max_cutoff"] = min(max_cutoff(setup, g["budget_bytes"]) for g in gpus)
+    elif want_max_cutoff:
         raise click.UsageError("--max-cutoff needs a GPU: pass --gpu-memory GIB")
     fit = report_fit(est, gpus, fit_changes) if gpus else None
     if fit:
@@ -176,7 +179,3 @@ def command(
             out.print(line)
     if "max_cutoff" in result:
         out.print(f"largest cutoff_len that fits: {result['max_cutoff']}")
-
-
-def _max_cutoff(setup: TrainSetup, budget: int) -> int:
-    return max_cutoff(setup, budget)

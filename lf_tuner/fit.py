@@ -1,4 +1,4 @@
-"""Fit checks shared by estimate, render --fit and run's preflight."""
+"""Fit checks shared by estimate and run's preflight: budgets per GPU, verdicts, changes that fit."""
 
 from __future__ import annotations
 

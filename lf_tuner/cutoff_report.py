@@ -1,0 +1,172 @@
+"""What `lf-tuner cutoff` needs around lengths.py's counting: its inputs (the train config, the datasets, the
+model's template and tokenizer), the report (the `--json` object and the text for people) and the filtered copy.
+
+No click and no printing: functions return data or lines, and raise LfTunerError for bad config or data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lf_tuner.errors import LfTunerError
+
+if TYPE_CHECKING:
+    from lf_tuner.datasets import DatasetAttr
+    from lf_tuner.lengths import Measurement, Recommendation
+    from lf_tuner.tokenize import TokenCounter
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A LLaMA-Factory train YAML (`--config`): dataset, dataset_dir, template, model, cutoff_len."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise LfTunerError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise LfTunerError(f"{path}: must be a mapping of LLaMA-Factory keys")
+    return cfg
+
+
+def resolve_data(
+    data: Path | None, dataset: str | None, dataset_dir: Path | None, cfg: dict[str, Any], fmt: str | None
+) -> list[DatasetAttr]:
+    """The datasets to measure: one file (`data`, which must exist), or names (`dataset`, else the config's)
+    looked up in dataset_info.json. `fmt` overrides the detected or registered format."""
+    from lf_tuner.datasets import attr_for_file, resolve_datasets
+    from lf_tuner.lengths import config_datasets
+
+    if data is not None:
+        return [attr_for_file(data, fmt)]  # type: ignore[arg-type]
+    names, cfg_dir = config_datasets({**cfg, **({"dataset": dataset} if dataset else {})})
+    attrs = resolve_datasets(names, dataset_dir or Path(cfg_dir))
+    if fmt:
+        for attr in attrs:
+            attr.formatting = fmt  # type: ignore[assignment]
+    return attrs
+
+
+def model_template(model: str | None) -> str | None:
+    """The chat template lf-tuner's catalog or the model's config names; None when the model is unknown."""
+    if not model:
+        return None
+    try:
+        from lf_tuner.models import resolve_model
+
+        return resolve_model(str(model)).template
+    except Exception:  # an unknown model just has no default template
+        return None
+
+
+def token_counter(
+    tokenizer: Path | None, tiktoken_spec: str | None, model: str | None
+) -> TokenCounter | None:
+    """The tokenizer to count with: a tiktoken encoding, `tokenizer`, or the model directory's own.
+
+    None when there is none to load (the model is not a local directory and neither was given).
+    """
+    from lf_tuner.tokenize import load_hf_tokenizer, load_tiktoken
+
+    if tiktoken_spec:
+        return load_tiktoken(tiktoken_spec)
+    if tokenizer is None and model and Path(str(model)).is_dir():
+        tokenizer = Path(str(model))
+    if tokenizer is None:
+        return None
+    return load_hf_tokenizer(tokenizer)
+
+
+def lora_vram_gib(model: str | None, cfg: dict[str, Any], cutoff: int) -> float | None:
+    """LoRA VRAM at the cutoff from lf_tuner.memory, or None when it or the model is unavailable."""
+    if not model:
+        return None
+    try:
+        from lf_tuner.memory import estimate, setup_from_config
+    except ImportError:
+        return None
+    run = {"finetuning_type": "lora", "per_device_train_batch_size": 1, "bf16": True, **cfg}
+    run.update(model_name_or_path=str(model), cutoff_len=cutoff)
+    try:
+        return float(estimate(setup_from_config(run)).total_gib)
+    except LfTunerError:
+        return None
+
+
+def build_report(
+    m: Measurement,
+    rec: Recommendation,
+    *,
+    template: str,
+    counter: Any,
+    cfg: dict[str, Any],
+    model: str | None,
+) -> dict[str, Any]:
+    """The `--json` object: lengths.report, what was counted with, what the config's cutoff_len truncates, and
+    the LoRA VRAM at the recommended cutoff when the model is known."""
+    from lf_tuner.lengths import report
+
+    result = report(m, rec)
+    result.update(template=template, tokenizer=counter.label, approximate=counter.approximate)
+    if cfg.get("cutoff_len"):
+        result["config_cutoff_len"] = int(cfg["cutoff_len"])
+        result["config_truncated"] = sum(1 for t in m.total if t > int(cfg["cutoff_len"]))
+    vram = lora_vram_gib(model, cfg, rec.cutoff)
+    if vram is not None:
+        result["lora_vram_gib"] = round(vram, 2)
+    return result
+
+
+def drop_longer(attr: DatasetAttr, m: Measurement, limit: int, output: Path, force: bool) -> tuple[int, int]:
+    """Write the rows of `attr` within `limit` tokens to `output`: (samples dropped, rows written).
+
+    `m` must come from `measure(..., keep_rows=True)`.
+    """
+    from lf_tuner.datasets import write_filtered
+
+    rows = m.row_lengths[attr.name]
+    dropped = sum(1 for n in rows if n > limit)
+    written = write_filtered(attr, [n <= limit for n in rows], output, force=force)
+    return dropped, written
+
+
+def human_lines(
+    m: Measurement, rec: Recommendation, result: dict[str, Any], attrs: list[DatasetAttr]
+) -> list[str]:
+    """The text report: datasets, tokenizer, statistics table, histogram, the recommendation and its costs."""
+    from lf_tuner.lengths import histogram, stats_table
+
+    lines = [f"dataset   {attr.describe()}" for attr in attrs]
+    approx = "  (APPROXIMATE: not the model's tokenizer)" if result["approximate"] else ""
+    lines += [
+        f"template  {result['template']}   tokenizer {result['tokenizer']}{approx}",
+        f"rows      {m.rows} read, {m.count} samples, {result['skipped']} skipped",
+        "",
+        "\n".join(stats_table(m)),
+        "",
+        "\n".join(histogram(m.total, mark=rec.cutoff)),
+        "",
+    ]
+    cap = f", capped at max positions {rec.capped_at}" if rec.capped_at else ""
+    lines.append(
+        f"recommended cutoff_len: {rec.cutoff}  (P{rec.percentile:g} = {rec.percentile_length}, "
+        f"rounded up to a multiple of {rec.multiple}{cap})"
+    )
+    lines.append(
+        f"  truncates {rec.truncated} of {m.count} samples ({rec.truncated / m.count:.2%}), "
+        f"{rec.truncated_token_share:.2%} of all tokens"
+    )
+    if "config_cutoff_len" in result:
+        lines.append(
+            f"  config cutoff_len {result['config_cutoff_len']} truncates {result['config_truncated']} samples"
+        )
+    if "lora_vram_gib" in result:
+        lines.append(f"  LoRA VRAM at cutoff_len {rec.cutoff}, batch 1: {result['lora_vram_gib']:.2f} GiB")
+    if m.approximate_rows:
+        lines.append(
+            f"  {m.approximate_rows} samples use tools/function calls: tool prompts counted as raw JSON"
+        )
+    if "dropped" in result:
+        lines.append(f"dropped {result['dropped']} samples; wrote {result['written']} rows")
+    return lines

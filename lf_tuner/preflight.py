@@ -1,0 +1,305 @@
+"""Preflight for `lf-tuner run`: everything decided before `llamafactory-cli train` starts.
+
+Which llamafactory-cli, the training config (a file with overrides, or rendered), the GPUs, the memory check,
+the output_dir policy, the config checks, and the plan shown by `--dry-run`. Nothing here prints: messages for
+people go through a `say` callback or come back as data, and problems are raised as one-line errors.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from lf_tuner import launch, runs
+from lf_tuner.errors import LfTunerError
+
+if TYPE_CHECKING:
+    from lf_tuner.gpus import GpuInfo
+
+INSTALL_HINT = (
+    "install it with `pip install 'lf-tuner[train]'` (llamafactory==0.9.5) or pass --llamafactory-cli PATH"
+)
+CPU_OFF_KEYS = ("bf16", "fp16", "pure_bf16")  # mixed precision a CPU run cannot use
+
+Say = Callable[[str], None]
+
+
+def find_cli(path: str | None, *, needed: bool) -> str:
+    """The llamafactory-cli to start: `path` if given, else the one on PATH (a bare name when planning)."""
+    if path:
+        if not Path(path).is_file():
+            raise LfTunerError(f"llamafactory-cli: {path} does not exist; {INSTALL_HINT}")
+        return path
+    found = shutil.which("llamafactory-cli")
+    if found is None and needed:
+        raise LfTunerError(f"llamafactory-cli: not found on PATH; {INSTALL_HINT}")
+    return found or "llamafactory-cli"
+
+
+def source_problem(config_given: bool, render: Mapping[str, Any]) -> str | None:
+    """Why CONFIG and the render options (`--model` ... as option names with `_`) do not go together, or None."""
+    given = [name for name, value in render.items() if value is not None]
+    if config_given:
+        if given:
+            return f"give CONFIG or render options, not both (got --{given[0].replace('_', '-')})"
+        return None
+    if not render.get("model") or not render.get("dataset") or not render.get("output_dir"):
+        return "give CONFIG.yaml, or --model, --dataset and --output-dir to render one"
+    return None
+
+
+def load_config(
+    base: dict[str, Any] | None, render: Mapping[str, Any], overrides: list[str]
+) -> dict[str, Any]:
+    """The training config: `base` (a loaded YAML file) with overrides on top, or one rendered from `render`."""
+    if base is not None:
+        from lf_tuner.config.overrides import apply_overrides
+
+        return apply_overrides(base, overrides)
+    from lf_tuner.render import render_train_config
+
+    return dict(
+        render_train_config(**render, overrides=overrides, data_size=None, gpu_memory_gib=None).config
+    )
+
+
+def choose_gpus(
+    cfg: dict[str, Any], select: str | None, *, cpu: bool, planning: bool
+) -> tuple[list[GpuInfo], list[str]]:
+    """(the selected GPUs, notes for the user). A CPU run gets [] and is marked in `cfg` (use_cpu, no bf16).
+
+    `select` is the `--gpus` value; like `gpus.select_gpus`, a bad one is a `click.BadParameter` for `--gpus`.
+    Without a GPU, only planning (`--dry-run`, `--slurm-script`) may go on.
+    """
+    notes: list[str] = []
+    if cpu or select == "cpu":
+        cfg["use_cpu"] = True
+        for key in CPU_OFF_KEYS:
+            if cfg.get(key):
+                cfg[key] = False
+                notes.append(f"note: {key}: true -> false (CPU run)")
+    if cfg.get("use_cpu"):
+        if select not in (None, "cpu"):
+            raise click.BadParameter(
+                "the config sets use_cpu: true; drop --gpus or pass --set use_cpu=false", param_hint="--gpus"
+            )
+        return [], notes
+    from lf_tuner.gpus import detect_gpus
+
+    gpus = detect_gpus(select)
+    if not gpus and not planning:
+        raise LfTunerError(
+            "gpus: no GPU found (NVML sees none; check `nvidia-smi` and CUDA_VISIBLE_DEVICES); "
+            "train on the CPU with --cpu, or look at the plan with --dry-run"
+        )
+    return gpus, notes
+
+
+def check_fit(
+    cfg: dict[str, Any], gpus: Sequence[GpuInfo], *, fit: bool, force: bool, say: Say
+) -> dict[str, Any] | None:
+    """The estimate as a dict (None when there is none). When it exceeds a GPU's free memory: apply the first
+    change that fits (`fit`, to `cfg` in place), go on anyway (`force`), or raise."""
+    from lf_tuner.memory import GIB, estimate, fit_changes, setup_from_config
+
+    try:
+        est = estimate(setup_from_config(cfg, gpus=max(1, len(gpus))))
+    except LfTunerError as exc:
+        say(f"warning: no memory estimate ({exc.message})")
+        return None
+    if not gpus:
+        return est.as_dict()
+    from lf_tuner.fit import report_fit
+
+    targets = [
+        {"name": f"GPU {g.index} ({g.name}, {g.free_bytes / GIB:.1f} GiB free)", "budget_bytes": g.free_bytes}
+        for g in gpus
+    ]
+    report = report_fit(est, targets, fit_changes)
+    if report["fits"]:
+        return est.as_dict()
+    say(f"estimated peak {est.total_gib:.2f} GiB per GPU")
+    for line in report["lines"]:
+        say(line)
+    if fit and report["changes"]:
+        change = report["changes"][0]
+        cfg.update(change["overrides"])
+        say(f"--fit: applied `{change['change']}`")
+        return check_fit(cfg, gpus, fit=False, force=force, say=say)
+    if force:
+        say("--force: running anyway")
+        return est.as_dict()
+    raise LfTunerError(
+        "estimate: the run does not fit the free GPU memory; rerun with --fit to apply the first "
+        "change above, or --force to run anyway"
+    )
+
+
+def prepare_output_dir(
+    cfg: dict[str, Any], config: Path | None, *, resume: bool, overwrite: bool, rank: int
+) -> Path:
+    """Refuse a non-empty output_dir unless `resume` or `overwrite`; set overwrite_output_dir to match.
+
+    Only node rank 0 looks at the directory (other nodes may share it). `config`, the file the user passed,
+    does not count as content. Also sets the logging keys lf-tuner's watch needs, unless the config sets them.
+    """
+    if not cfg.get("output_dir"):
+        raise LfTunerError("output_dir: missing; set it in the config or pass --set output_dir=DIR")
+    out = Path(str(cfg["output_dir"])).expanduser()
+    ignore = [config] if config is not None else []
+    state = launch.output_dir_state(out, ignore=ignore) if rank == 0 else "empty"
+    if resume:
+        if state != "checkpoint" and rank == 0:
+            raise LfTunerError(f"output_dir: {out} has no checkpoint-* to resume from; drop --resume")
+        cfg["overwrite_output_dir"] = False
+    elif overwrite:
+        cfg["overwrite_output_dir"] = True
+    elif state != "empty":
+        raise LfTunerError(
+            f"output_dir: {out} is not empty; pass --resume to continue from its last checkpoint "
+            "or --overwrite to start over"
+        )
+    else:
+        cfg["overwrite_output_dir"] = True  # nothing there to lose; OOM retries start clean
+    cfg.setdefault("include_num_input_tokens_seen", True)  # tokens/s in trainer_log.jsonl
+    cfg.setdefault("logging_nan_inf_filter", False)  # a NaN loss must be visible to be caught
+    return out
+
+
+def check_config(cfg: dict[str, Any]) -> None:
+    """Raise one error listing every schema problem and every missing file (model, data, DeepSpeed JSON)."""
+    from lf_tuner.config.validate import check_config as check_schema
+
+    problems = [str(p) for p in check_schema(cfg, use_llamafactory=False)] + launch.local_problems(cfg)
+    if problems:
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise LfTunerError(f"config has {len(problems)} {noun}:\n" + "\n".join(dict.fromkeys(problems)))
+
+
+def gpu_ids(gpus: Sequence[GpuInfo], select: str | None, *, cpu: bool) -> list[int]:
+    """The NVML indices to make visible. Without NVML (planning on a login node), `--gpus 0,2` still names them."""
+    if cpu:
+        return []
+    if gpus:
+        return [g.index for g in gpus]
+    if select and "," in select and all(p.strip().isdigit() for p in select.split(",")):
+        return [int(p) for p in select.split(",")]
+    return []
+
+
+@dataclass
+class Plan:
+    """What preflight decided: the config and where it goes, the command, the GPUs and the estimate."""
+
+    cfg: dict[str, Any]
+    command: launch.Command
+    config_path: Path  # kept in output_dir
+    staged_path: Path  # the path the child is given (a copy elsewhere when torchrun would split config_path)
+    output_dir: Path
+    gpus: list[GpuInfo]
+    estimate: dict[str, Any] | None
+    nnodes: int = 1
+    node_rank: int = 0
+
+    def write_config(self, cfg: Mapping[str, Any]) -> None:
+        """Write `cfg` where the plan keeps it, and where the child reads it."""
+        launch.write_config(cfg, self.config_path, self.staged_path)
+
+    def as_dict(self) -> dict[str, Any]:
+        """What `--dry-run --json` prints."""
+        return {
+            "config_path": str(self.config_path),
+            "argv": self.command.argv,
+            "env": self.command.env,
+            "gpus": [runs.gpu_summary(g) for g in self.gpus],
+            "estimate": self.estimate,
+            "output_dir": str(self.output_dir),
+        }
+
+    def describe(self) -> list[str]:
+        """What `--dry-run` prints: GPUs, estimate, config, env and argv, one line each."""
+        shown = [runs.gpu_summary(g) for g in self.gpus]
+        gpus = ", ".join(f"{g['index']} {g['name']} ({g['free_gib']:.1f} GiB free)" for g in shown)
+        staged = f" (staged as {self.staged_path})" if self.staged_path != self.config_path else ""
+        env = " ".join(f"{k}={v}" for k, v in self.command.env.items())
+        est = f"{self.estimate['total_gib']:.2f} GiB per GPU" if self.estimate else "unavailable"
+        return [
+            f"gpus:     {gpus or 'none (CPU)'}",
+            f"estimate: {est}",
+            f"config:   {self.config_path}{staged}",
+            f"env:      {env or '(unchanged)'}",
+            "argv:     " + " ".join(self.command.argv),
+        ]
+
+
+def make_plan(
+    cfg: dict[str, Any],
+    output_dir: Path,
+    gpus: list[GpuInfo],
+    estimate: dict[str, Any] | None,
+    *,
+    cli: str,
+    select: str | None,
+    nnodes: int = 1,
+    node_rank: int = 0,
+    master_addr: str | None = None,
+    master_port: int | None = None,
+    ray_workers: int | None = None,
+) -> Plan:
+    """The command for this node, and where the config is kept and staged (no file is written yet)."""
+    cpu = bool(cfg.get("use_cpu"))
+    ids = gpu_ids(gpus, select, cpu=cpu)
+    deepspeed = bool(cfg.get("deepspeed"))
+    torchrun = launch.uses_torchrun(
+        num_gpus=len(ids), deepspeed=deepspeed, nnodes=nnodes, ray=ray_workers is not None
+    )
+    kept = runs.config_path(output_dir, node_rank)
+    staged = launch.staged_path(kept, torchrun=torchrun)
+    command = launch.build_command(
+        str(staged),
+        cli=cli,
+        gpus=ids or None,
+        cpu=cpu,
+        deepspeed=deepspeed,
+        nnodes=nnodes,
+        node_rank=node_rank,
+        master_addr=master_addr,
+        master_port=master_port,
+        ray_workers=ray_workers,
+    )
+    return Plan(cfg, command, kept, staged, output_dir, gpus, estimate, nnodes, node_rank)
+
+
+def write_slurm(
+    path: Path,
+    cfg: Mapping[str, Any],
+    kept: Path,
+    *,
+    select: str | None,
+    gpus: Sequence[GpuInfo],
+    nnodes: int,
+    master_port: int | None,
+    force: bool,
+) -> None:
+    """Write a SLURM batch script that runs the config kept in output_dir on `nnodes` nodes, and that config.
+
+    GPUs per node: the count in `--gpus N` (`select`), else the GPUs found here (at least 1).
+    """
+    from lf_tuner.slurm import render_slurm_script
+
+    if path.exists() and not force:
+        raise LfTunerError(f"slurm_script: {path} exists; pass --force to replace it")
+    per_node = int(select) if select and select.isdigit() else max(1, len(gpus))
+    script = render_slurm_script(
+        str(kept.absolute()),
+        nnodes=nnodes,
+        gpus_per_node=per_node,
+        master_port=master_port or launch.DEFAULT_MASTER_PORT,
+    )
+    launch.write_config(cfg, kept)
+    path.write_text(script, encoding="utf-8")
