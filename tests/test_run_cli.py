@@ -179,6 +179,14 @@ def test_missing_dataset_is_an_error(project: Path, stub: Path) -> None:
     assert not stub.exists()
 
 
+def test_every_config_problem_is_reported_at_once(project: Path, stub: Path) -> None:
+    result = invoke("run", "train.yaml", "--dry-run", "--set", "learning_rat=1e-4", "--set", "~output_dir")
+    assert result.exit_code == 1
+    assert "learning_rat: unknown LLaMA-Factory 0.9.5 key; did you mean `learning_rate`?" in result.stderr
+    assert "output_dir: missing" in result.stderr
+    assert result.stderr.startswith("Error: config has 2 problems:")
+
+
 def test_non_empty_output_dir_needs_resume_or_overwrite(project: Path, stub: Path) -> None:
     (project / "out").mkdir()
     (project / "out" / "adapter_model.safetensors").write_text("weights")

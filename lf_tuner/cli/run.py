@@ -83,8 +83,8 @@ def command(config: Path | None, overrides: tuple[str, ...], **o: Any) -> None:
     gpus, notes = preflight.choose_gpus(cfg, o["gpus"], cpu=o["cpu"], planning=planning)
     for note in notes:
         _say(note)
+    preflight.check_config(cfg)  # every problem at once, before the output directory is looked at
     out = preflight.prepare_output_dir(cfg, config, resume=o["resume"], overwrite=o["overwrite"], rank=rank)
-    preflight.check_config(cfg)
     estimate = preflight.check_fit(cfg, gpus, fit=o["fit"], force=o["force"], say=_say)
     if o["slurm_script"] is not None:
         kept = runs.config_path(out, rank)
