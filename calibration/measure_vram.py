@@ -15,6 +15,9 @@ and qwen3-4b architectures, `head_dim` passed through to the config, a `env` com
 attention implementation / gradient checkpointing / parameter counts recorded per case, the stderr
 tail kept for failed cases, and the CUDA calls in the step probe skipped when no GPU is present
 (so the pipeline can be smoke-tested on CPU with the "tiny" model and bf16 off).
+Round 2: the mistral-7b-v0.3, gemma-2-2b and phi-3.5-mini architectures (and tiny CPU stand-ins), per-arch
+overrides of the common config defaults, LLaMA-Factory's attention/kernel log lines kept per case
+(`log_notes`), and LFM_DELETE_MODELS / LFM_KEEP_MODELS to delete a model from the work dir after its last case.
 """
 import json
 import os
@@ -42,6 +45,28 @@ ARCHS = {
                      tie_word_embeddings=True),
     "llama3.1-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
+    # Round 2. Keys besides the shapes override the common defaults in `prepare` (max_position_embeddings,
+    # rms_norm_eps, rope_theta); other config keys keep transformers' defaults, which for Gemma2Config are the
+    # gemma-2-2b values (query_pre_attn_scalar 256, sliding_window 4096, attn/final logit softcapping 50/30,
+    # gelu_pytorch_tanh). Phi-3.5's longrope scaling is not set (it does not change memory).
+    "mistral-7b-v0.3": dict(model_type="mistral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                            num_attention_heads=32, num_key_value_heads=8, vocab_size=32768,
+                            tie_word_embeddings=False, rms_norm_eps=1e-5, sliding_window=None),
+    "gemma-2-2b": dict(model_type="gemma2", hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+                       num_attention_heads=8, num_key_value_heads=4, head_dim=256, vocab_size=256000,
+                       tie_word_embeddings=True, max_position_embeddings=8192, rope_theta=10000.0),
+    "phi-3.5-mini": dict(model_type="phi3", hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
+                         num_attention_heads=32, num_key_value_heads=32, vocab_size=32064, tie_word_embeddings=False,
+                         max_position_embeddings=131072, original_max_position_embeddings=4096, rms_norm_eps=1e-5,
+                         rope_theta=10000.0, sliding_window=262144),
+    # CPU smoke-test stand-ins for the round-2 model types (not measured).
+    "tiny-mistral": dict(model_type="mistral", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=4096, tie_word_embeddings=False),
+    "tiny-gemma2": dict(model_type="gemma2", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=32, vocab_size=4096,
+                        tie_word_embeddings=True, max_position_embeddings=8192, rope_theta=10000.0),
+    "tiny-phi3": dict(model_type="phi3", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, vocab_size=4096, tie_word_embeddings=False),
 }
 
 
@@ -80,8 +105,9 @@ def prepare(workdir, models):
         if os.path.exists(os.path.join(mdir, "ready")):
             continue
         model_type = arch.pop("model_type")
-        cfg = AutoConfig.for_model(model_type, **arch, max_position_embeddings=32768, rms_norm_eps=1e-6,
-                                   rope_theta=1000000.0, torch_dtype="bfloat16", bos_token_id=0, eos_token_id=2,
+        kw = dict(max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1000000.0)
+        kw.update(arch)
+        cfg = AutoConfig.for_model(model_type, **kw, torch_dtype="bfloat16", bos_token_id=0, eos_token_id=2,
                                    pad_token_id=0)
         t0 = time.time()
         with torch.device(os.environ.get("LFM_DEVICE", "cuda")):
@@ -229,6 +255,11 @@ def grid(workdir, cases_path, out_path, deadline_s):
                 res = json.loads(lines[-1][7:])
                 if not res.get("ok"):
                     res["tail"] = p.stderr[-4000:]
+                # LLaMA-Factory's log lines about attention / kernels, e.g. its Gemma 2 attention switch
+                notes = [l.strip()[-300:] for l in (p.stdout + p.stderr).splitlines()
+                         if " >> " in l and any(w in l.lower() for w in ("attention", "attn", "eager", "liger",
+                                                                          "paged", "optim"))]
+                res["log_notes"] = list(dict.fromkeys(notes))[:20]
             else:
                 res = {"id": case["id"], "ok": False, "error": "no result", "rc": p.returncode,
                        "tail": (p.stdout + p.stderr)[-4000:]}
@@ -237,6 +268,11 @@ def grid(workdir, cases_path, out_path, deadline_s):
             res = {"id": case["id"], "ok": False, "error": "timeout", "tail": err_tail[-4000:]}
         import shutil
         shutil.rmtree(os.path.join(workdir, "out", case["id"]), ignore_errors=True)
+        # LFM_DELETE_MODELS=1: free the tmpfs once no later case needs a model (LFM_KEEP_MODELS: comma list kept)
+        keep = set(filter(None, os.environ.get("LFM_KEEP_MODELS", "").split(",")))
+        later = {c["model"] for c in cases[cases.index(case) + 1:]}
+        if os.environ.get("LFM_DELETE_MODELS") and case["model"] not in later | keep:
+            shutil.rmtree(os.path.join(workdir, "models", case["model"]), ignore_errors=True)
         with open(out_path, "a") as f:
             f.write(json.dumps(res) + "\n")
         print(json.dumps({k: res.get(k) for k in ("id", "ok", "max_allocated", "max_reserved", "nvml_process_peak",

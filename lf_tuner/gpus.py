@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,14 +77,18 @@ def visible(gpus: list[GpuInfo], cuda_visible: str | None) -> list[GpuInfo]:
 
 
 def select_gpus(gpus: list[GpuInfo], select: str | None) -> list[GpuInfo]:
-    """`all`, a count `N` (the first N), or a list `0,2` of positions among the visible GPUs."""
+    """`all`; a count `N` (the first N); or a list `0,2` (or `1,` for GPU 1 alone) of positions among the visible
+    GPUs. `0` means GPU 0, since a count of zero GPUs means nothing."""
     if select in (None, "", "all"):
         return list(gpus)
     assert select is not None
-    if select.isdigit() and "," not in select:
+    if select.isdigit() and "," not in select and select != "0":
         count = int(select)
-        if count == 0 or count > len(gpus):
-            raise click.BadParameter(f"asked for {count} GPUs, {len(gpus)} visible", param_hint="--gpus")
+        if count > len(gpus):
+            raise click.BadParameter(
+                f"asked for {count} GPUs, {len(gpus)} visible (for GPU {count} alone write `{count},`)",
+                param_hint="--gpus",
+            )
         return gpus[:count]
     try:
         wanted = [int(part) for part in select.split(",") if part.strip()]
@@ -105,3 +110,61 @@ def detect_gpus(select: str | None = None) -> list[GpuInfo]:
     if not gpus:
         return []
     return select_gpus(gpus, select)
+
+
+class ProcessGroupPeak:
+    """Polls NVML for the GPU memory of every process in one session (the child and its torchrun workers).
+
+    The peak is per GPU, the sum over the session's processes, as nvidia-smi shows it (CUDA context
+    included): the figure `estimate` predicts. `peak_bytes` is None when NVML is missing or never saw
+    one of the processes (PID namespaces in some containers hide them).
+    """
+
+    def __init__(self, session_id: int, interval_s: float = 0.2) -> None:
+        self.session_id = session_id
+        self.interval_s = interval_s
+        self.peaks: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ProcessGroupPeak:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+        except Exception:  # no NVML, no driver: nothing to measure
+            return self
+        self._thread = threading.Thread(target=self._run, args=(pynvml,), daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def _in_session(self, pid: int) -> bool:
+        try:
+            return os.getsid(pid) == self.session_id
+        except OSError:
+            return False
+
+    def _run(self, nvml: Any) -> None:
+        try:
+            handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+            while not self._stop.is_set():
+                for index, handle in enumerate(handles):
+                    try:
+                        procs = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+                    except Exception:
+                        continue
+                    used = sum(p.usedGpuMemory or 0 for p in procs if self._in_session(p.pid))
+                    if used:
+                        self.peaks[index] = max(self.peaks.get(index, 0), int(used))
+                self._stop.wait(self.interval_s)
+        finally:
+            nvml.nvmlShutdown()
+
+    @property
+    def peak_bytes(self) -> int | None:
+        return max(self.peaks.values()) if self.peaks else None

@@ -27,6 +27,7 @@ from types import FrameType
 from typing import IO, Any
 
 from lf_tuner.errors import LfTunerError
+from lf_tuner.gpus import ProcessGroupPeak
 
 DEFAULT_MASTER_PORT = 29500
 LOG_NAME = "lf-tuner.log"
@@ -233,6 +234,7 @@ class ChildResult:
     tail: list[str]  # last lines of output
     runtime_s: float
     trainer_log: list[dict[str, Any]]
+    nvml_peak_bytes: int | None = None  # the child's process group, per GPU, as nvidia-smi shows it
 
 
 Progress = Callable[[dict[str, Any]], None]
@@ -327,7 +329,7 @@ def run_child(
         reader = threading.Thread(target=_pump, args=(proc.stdout, log, tail, flags, echo), daemon=True)
         reader.start()
         stop_sent_at: float | None = None
-        with _SignalForwarder(proc.pid) as forwarder:
+        with _SignalForwarder(proc.pid) as forwarder, ProcessGroupPeak(proc.pid) as gpu_peak:
             while True:
                 try:
                     proc.wait(timeout=poll_s)
@@ -369,6 +371,7 @@ def run_child(
         tail=list(tail),
         runtime_s=time.monotonic() - started,
         trainer_log=trainer_log.entries,
+        nvml_peak_bytes=gpu_peak.peak_bytes,
     )
 
 

@@ -362,7 +362,9 @@ def _loss_bytes(setup: TrainSetup) -> float:
         rows = max(1, math.ceil(tokens / math.ceil(arch.vocab_size / arch.hidden_size)))
         chunk = min(1 << (rows - 1).bit_length(), tokens)
         return chunk * arch.vocab_size * 6.0 + tokens * arch.hidden_size * 2.0
-    return float(tokens) * arch.vocab_size * CE_BYTES_PER_LOGIT
+    # Gemma 2 caps its logits (logits / c, tanh, * c): tanh keeps its bf16 output for backward.
+    softcap = 2.0 if arch.logit_softcap else 0.0
+    return float(tokens) * arch.vocab_size * (CE_BYTES_PER_LOGIT + softcap)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -388,6 +390,10 @@ def estimate(setup: TrainSetup) -> Estimate:
     state_mult, state_fixed, step_tmp_mult = OPTIMIZERS[setup.optim]
     if setup.optim == "adafactor":
         opt_states = _adafactor_state(setup)
+    elif setup.optim.startswith("paged_"):
+        # bitsandbytes keeps paged states in CUDA unified memory, which pages out to the CPU under pressure:
+        # they cannot cause an out-of-memory error and nvidia-smi does not count them for the process.
+        opt_states = 0.0
     elif state_fixed is not None:
         opt_states = n_train * state_fixed
         if state_fixed < 4 and setup.method == "full":
@@ -490,18 +496,19 @@ def estimate(setup: TrainSetup) -> Estimate:
     # allocated and freed within each step (activations, logits, autocast copies, bf16 gradients under AMP).
     bf16_grads = 2.0 * n_train if (fp32_master and stage is None) else 0.0
     churn = max(act_loss + loss, act_backward) + autocast + bf16_grads + step_temp
-    # Eager attention: scores, mask, fp32 softmax and probabilities of one layer, forward and backward.
-    churn += 22.0 * _eager_attention_bytes(setup) / 8.0
     # LLM.int8 materialises each weight in 16 bit for the backward pass (MatMul8bitLt).
     if setup.quant_bits == 8:
         churn += 2.0 * _quantized_params(arch)
     multi = n > 1 or stage is not None
     ratio = FRAGMENTATION_RATIO_EXPANDABLE if multi else FRAGMENTATION_RATIO
     frag = max(ratio * churn, FRAGMENTATION_FLOOR_EXPANDABLE if multi else FRAGMENTATION_FLOOR)
+    # Eager attention: one layer's scores, masked scores, fp32 softmax, probabilities and the softmax gradient
+    # (14 B per head x query x key) stay cached by the allocator between layers.
+    frag += 14.0 / 8.0 * _eager_attention_bytes(setup)
     if phase != "step" and stage is None:
         # Gradients freed by zero_grad stay cached in blocks sized per parameter; in the next forward only the
         # autocast copies (half their size) fit in them, the logits and activations need other blocks.
-        frag += max(0.0, grads - autocast)
+        frag += 0.75 * max(0.0, grads - autocast)
     if ds_buffers:
         parts["deepspeed_buffers"] = ds_buffers
     if multi:
@@ -596,7 +603,10 @@ def setup_from_config(cfg: Mapping[str, Any], arch: ModelArch | None = None, gpu
     if method not in ("lora", "freeze", "full"):
         raise LfTunerError(f"finetuning_type: `{method}` is not modelled; use lora, freeze or full")
     qbit = cfg.get("quantization_bit")
-    attention = _ATTENTION.get(str(cfg.get("flash_attn", "auto")))
+    flash_attn = str(cfg.get("flash_attn", "auto"))
+    attention = _ATTENTION.get(flash_attn)
+    if flash_attn == "auto" and arch.model_type == "gemma2":
+        attention = "eager"  # LLaMA-Factory: gemma2 gets fa2 if installed, else eager (soft-capping)
     if attention is None:
         raise LfTunerError(
             f"flash_attn: unknown value {cfg.get('flash_attn')!r}; use auto, sdpa, fa2 or disabled"

@@ -98,6 +98,7 @@ class RunRecord(BaseModel):
     node_rank: int = 0
     estimated_peak_gib: float | None = None
     measured_peak_gib: float | None = None
+    measured_source: str | None = None  # "nvml" (the process group) or "torch reserved + CUDA context"
     final_train_loss: float | None = None
     mean_train_loss: float | None = None
     final_eval_loss: float | None = None
@@ -146,7 +147,12 @@ def build_record(
     """The record of a finished run: its plan, its attempts and OOM changes (`launch.run_with_retries`), and
     the figures in the files it left. The hash is of the config the last attempt ran with."""
     last = attempts[-1]
-    metrics = collect_metrics(plan.output_dir, last.result.trainer_log, on_gpu=bool(plan.gpus))
+    metrics = collect_metrics(
+        plan.output_dir,
+        last.result.trainer_log,
+        on_gpu=bool(plan.gpus),
+        nvml_peak_bytes=max((a.result.nvml_peak_bytes or 0 for a in attempts), default=0) or None,
+    )
     return RunRecord(
         status=cast(Status, last.status),
         exit_code=last.exit_code,
@@ -215,7 +221,9 @@ def _json(path: Path) -> Any:
         return None
 
 
-def collect_metrics(output_dir: Path, trainer_log: list[dict[str, Any]], *, on_gpu: bool) -> dict[str, Any]:
+def collect_metrics(
+    output_dir: Path, trainer_log: list[dict[str, Any]], *, on_gpu: bool, nvml_peak_bytes: int | None = None
+) -> dict[str, Any]:
     """Final losses, steps, throughput and measured peak memory from the files a run leaves behind."""
     state = _json(output_dir / "trainer_state.json")
     history: list[dict[str, Any]] = []
@@ -252,10 +260,18 @@ def collect_metrics(output_dir: Path, trainer_log: list[dict[str, Any]], *, on_g
     total = last(trainer_log, "total_steps")
     if steps is None:
         steps = last(history, "step")
-    peak = None
-    if on_gpu:
+    # The peak as nvidia-smi shows it, which is what `estimate` predicts: NVML's view of the process group,
+    # else RECORD_VRAM's torch reserved memory (rank 0) plus the CUDA context torch does not count.
+    peak, source = None, None
+    if nvml_peak_bytes:
+        peak, source = round(nvml_peak_bytes / 2**30, 3), "nvml"
+    elif on_gpu:
+        from lf_tuner.memory import CUDA_CONTEXT_BYTES
+
         reserved = [v for e in trainer_log if (v := _number(e.get("vram_reserved"))) is not None]
-        peak = round(max(reserved), 3) if reserved and max(reserved) > 0 else None
+        if reserved and max(reserved) > 0:
+            peak = round(max(reserved) + CUDA_CONTEXT_BYTES / 2**30, 3)
+            source = "torch reserved + CUDA context"
 
     def clean(value: float | None) -> float | None:
         return value if value is None or math.isfinite(value) else None
@@ -268,6 +284,7 @@ def collect_metrics(output_dir: Path, trainer_log: list[dict[str, Any]], *, on_g
         "steps": int(steps) if steps is not None else None,
         "total_steps": int(total) if total is not None else None,
         "measured_peak_gib": peak,
+        "measured_source": source,
     }
 
 

@@ -29,6 +29,9 @@ ALIASES = {
     "qwen2.5-14b": "Qwen2.5-14B",
     "llama3.1-8b": "Llama-3.1-8B",
     "qwen3-4b": "Qwen3-4B",
+    "mistral-7b-v0.3": "Mistral-7B-v0.3",
+    "gemma-2-2b": "gemma-2-2b",
+    "phi-3.5-mini": "Phi-3.5-mini",
 }
 # The base arguments of measure_vram.py (a row's own fields override them).
 BASE = {

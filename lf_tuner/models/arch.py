@@ -43,6 +43,7 @@ class ModelArch:
     norms_per_layer: int = 2
     fused_qkv: bool = False
     fused_gate_up: bool = False
+    logit_softcap: bool = False  # Gemma 2: final_logit_softcapping
     extra_frozen_params: int = 0  # e.g. a vision tower that LLaMA-Factory keeps frozen
     template: str = "default"
     hf_id: str = ""

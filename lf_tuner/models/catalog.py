@@ -138,6 +138,7 @@ def _gemma(
         max_positions=max_pos,
         norms_per_layer=4,
         qk_norm=model_type.startswith("gemma3"),
+        logit_softcap=model_type == "gemma2",
         extra_frozen_params=(vision + 1152 * h + 1152) if vision else 0,
         template=template,
         hf_id=hf_id,

@@ -123,4 +123,5 @@ def from_config(raw: dict[str, Any], name: str) -> ModelArch:
         norms_per_layer=4 if mt.startswith("gemma") else 2,
         fused_qkv=mt in _FUSED_QKV,
         fused_gate_up=mt in _FUSED_GATE_UP,
+        logit_softcap=bool(cfg.get("final_logit_softcapping")),
     )
