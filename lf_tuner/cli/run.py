@@ -33,7 +33,7 @@ def _say(message: str) -> None:
 @click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (~key removes)."
 )
-@click.option("--gpus", help="all, a count (2), positions (0,2) among visible GPUs, or cpu.")
+@click.option("--gpus", help="all, a count (2), positions among visible GPUs (0 or 1, or 0,2), or cpu.")
 @click.option("--cpu", is_flag=True, help="Train on the CPU: sets use_cpu and hides every GPU.")
 @click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True)
