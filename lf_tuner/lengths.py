@@ -2,28 +2,32 @@
 
 The length of a sample is `len(input_ids)` of `SupervisedDatasetProcessor` with no truncation: every turn's
 templated prompt (source) and response (target) pieces, plus the trailing EOS of `efficient_eos` templates.
-Pieces are tokenized in batches by the injected `TokenCounter` (Rust threads); no Python loop per token.
+Pieces are counted in batches by the injected `TokenCounter` (for a model's tokenizer: its pre-token
+shortcut for ASCII text, `encode_batch_fast` in Rust threads for the rest; no Python loop per token), each
+distinct piece once per batch; on big datasets in worker processes while the next batches are read.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
 from array import array
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from lf_tuner.chat.template import ChatTemplate, Piece, get_template
+from lf_tuner.chat.template import ChatTemplate, get_template
 from lf_tuner.datasets import DatasetAttr, Sample, convert, iter_rows, resolve_datasets
 from lf_tuner.errors import LfTunerError
 from lf_tuner.tokenize import TokenCounter, load_hf_tokenizer
 
 PERCENTILES = (50, 90, 95, 99)
-_CACHE_MAX_CHARS = 256
-_CACHE_MAX_ITEMS = 200_000
+_PARALLEL_MIN_BYTES = 32 << 20  # smaller data is counted in this process: a pool costs more than it saves
+_MAX_WORKERS = 8
 
 
 # ---------------------------------------------------------------- statistics (pure)
@@ -123,55 +127,69 @@ class Measurement:
 
 
 class LengthCounter:
-    """Counts templated sample lengths with one tokenizer and one template."""
+    """Counts templated sample lengths with one tokenizer and one template.
 
-    def __init__(self, template: ChatTemplate, counter: TokenCounter, batch_size: int = 4096) -> None:
+    Each distinct piece string of a batch (a template-only piece, a system prompt shared by many rows) is
+    counted once. On big datasets, a counter that says so (`process_parallel`) counts in worker processes
+    while this one reads the next batches.
+    """
+
+    def __init__(
+        self,
+        template: ChatTemplate,
+        counter: TokenCounter,
+        batch_size: int = 4096,
+        workers: int | None = None,
+    ) -> None:
         self.template = template
         self.counter = counter
         self.batch_size = batch_size
+        self.workers = workers  # counting processes; None: one per CPU for big data (LF_TUNER_WORKERS)
         counter.prepare(template.stop_words, template.replace_eos)
         self._special = {
             "bos_token": 1 if counter.has_special("bos_token") else 0,
             "eos_token": 1 if counter.has_special("eos_token") else 0,
         }
-        self._cache: dict[str, int] = {}
 
     def lengths(self, samples: list[Sample]) -> list[tuple[int, int]]:
         """(prompt, response) token counts per sample."""
-        fixed = [[0, 0] for _ in samples]
+        batch = self._pieces(samples)
+        return self._finish(batch, self.counter.count(batch.texts))
+
+    def _pieces(self, samples: list[Sample]) -> _Pieces:
+        """The batch's templated pieces: counts known without the tokenizer, and the texts left to count."""
+        fixed = [0] * (2 * len(samples))  # prompt and response of sample i at 2i and 2i + 1
         texts: list[str] = []
-        owners: list[int] = []
+        index: dict[str, int] = {}
+        slots: list[int] = []
+        which: list[int] = []
+        special = self._special
         eos_tail = 1 if self.template.efficient_eos else 0
         for i, sample in enumerate(samples):
-            messages = sample.prompt + sample.response
-            fixed[i][1] += eos_tail
-            for source, target in self.template.encode(messages, sample.system, sample.tools):
-                for part, pieces in ((0, source), (1, target)):
+            fixed[2 * i + 1] += eos_tail
+            turns = self.template.encode(sample.prompt + sample.response, sample.system, sample.tools)
+            for source, target in turns:
+                for slot, pieces in ((2 * i, source), (2 * i + 1, target)):
                     for piece in pieces:
-                        self._add(piece, i * 2 + part, fixed, texts, owners)
-        counts = self.counter.count(texts)
-        for owner, text, n in zip(owners, texts, counts, strict=True):
-            fixed[owner // 2][owner % 2] += n
-            if len(text) <= _CACHE_MAX_CHARS and len(self._cache) < _CACHE_MAX_ITEMS:
-                self._cache[text] = n
-        return [(a, b) for a, b in fixed]
+                        if isinstance(piece, str):
+                            if not piece:
+                                continue
+                            k = index.setdefault(piece, len(texts))
+                            if k == len(texts):
+                                texts.append(piece)
+                            slots.append(slot)
+                            which.append(k)
+                        elif piece[0] == "token":
+                            fixed[slot] += 1
+                        else:
+                            fixed[slot] += special[piece[0]]
+        return _Pieces(fixed, texts, slots, which)
 
-    def _add(
-        self, piece: Piece, owner: int, fixed: list[list[int]], texts: list[str], owners: list[int]
-    ) -> None:
-        if isinstance(piece, str):
-            if not piece:
-                return
-            cached = self._cache.get(piece)
-            if cached is not None:
-                fixed[owner // 2][owner % 2] += cached
-            else:
-                texts.append(piece)
-                owners.append(owner)
-        elif piece[0] == "token":
-            fixed[owner // 2][owner % 2] += 1
-        else:
-            fixed[owner // 2][owner % 2] += self._special[piece[0]]
+    def _finish(self, batch: _Pieces, counts: list[int]) -> list[tuple[int, int]]:
+        fixed = batch.fixed
+        for slot, k in zip(batch.slots, batch.which, strict=True):
+            fixed[slot] += counts[k]
+        return list(zip(fixed[0::2], fixed[1::2], strict=True))
 
     def measure(
         self,
@@ -182,38 +200,43 @@ class LengthCounter:
         keep_rows: bool = False,
         examples: int = 3,
     ) -> Measurement:
-        """Stream every dataset, convert rows as LLaMA-Factory does, count them in batches."""
+        """Stream every dataset, convert rows as LLaMA-Factory does, count them in batches.
+
+        Batches are counted in order; with workers, a few are in flight while the next ones are read.
+        """
         m = Measurement()
-        for attr in attrs:
-            rows = m.row_lengths.setdefault(attr.name, array("q")) if keep_rows else None
-            for batch in _batches(_converted(attr, max_samples), self.batch_size):
-                samples: list[Sample] = []
-                slots: list[int] = []
-                for location, sample in batch:
-                    m.rows += 1
-                    if isinstance(sample, str):
-                        if strict:
-                            raise LfTunerError(
-                                f"{location}: {sample}; fix the row or drop --strict to skip it"
-                            )
-                        m.skipped[sample] += 1
-                        if len(m.skipped_examples) < examples:
-                            m.skipped_examples.append((location, sample))
+        with _Counting(self.counter, self._worker_count(attrs, max_samples)) as counting:
+            pending: deque[tuple[Callable[[], list[int]], _Pieces, list[int], array[int] | None]] = deque()
+            for attr in attrs:
+                rows = m.row_lengths.setdefault(attr.name, array("q")) if keep_rows else None
+                for batch in _batches(_converted(attr, max_samples), self.batch_size):
+                    samples: list[Sample] = []
+                    slots: list[int] = []
+                    for location, sample in batch:
+                        m.rows += 1
+                        if isinstance(sample, str):
+                            if strict:
+                                raise LfTunerError(
+                                    f"{location}: {sample}; fix the row or drop --strict to skip it"
+                                )
+                            m.skipped[sample] += 1
+                            if len(m.skipped_examples) < examples:
+                                m.skipped_examples.append((location, sample))
+                            if rows is not None:
+                                rows.append(-1)
+                            continue
+                        if sample.uses_tools:
+                            m.approximate_rows += 1
+                        slots.append(len(rows) if rows is not None else 0)
                         if rows is not None:
-                            rows.append(-1)
-                        continue
-                    if sample.uses_tools:
-                        m.approximate_rows += 1
-                    slots.append(len(rows) if rows is not None else 0)
-                    if rows is not None:
-                        rows.append(0)
-                    samples.append(sample)
-                for slot, (p, r) in zip(slots, self.lengths(samples), strict=True):
-                    m.prompt.append(p)
-                    m.response.append(r)
-                    m.total.append(p + r)
-                    if rows is not None:
-                        rows[slot] = p + r
+                            rows.append(0)
+                        samples.append(sample)
+                    pieces = self._pieces(samples)
+                    pending.append((counting.submit(pieces.texts), pieces, slots, rows))
+                    while len(pending) > counting.in_flight:
+                        self._record(m, *pending.popleft())
+            while pending:
+                self._record(m, *pending.popleft())
         if m.rows == 0:
             raise LfTunerError("dataset: the dataset is empty; it holds no rows")
         if m.count == 0:
@@ -223,6 +246,112 @@ class LengthCounter:
                 "(--format) and the columns in dataset_info.json"
             )
         return m
+
+    def _record(
+        self,
+        m: Measurement,
+        result: Callable[[], list[int]],
+        pieces: _Pieces,
+        slots: list[int],
+        rows: array[int] | None,
+    ) -> None:
+        lengths = self._finish(pieces, result())
+        for p, r in lengths:
+            m.prompt.append(p)
+            m.response.append(r)
+            m.total.append(p + r)
+        if rows is not None:
+            for slot, (p, r) in zip(slots, lengths, strict=True):
+                rows[slot] = p + r
+
+    def _worker_count(self, attrs: list[DatasetAttr], max_samples: int | None) -> int:
+        """Processes to count with: `workers`, else LF_TUNER_WORKERS, else one per CPU for big data."""
+        if self.workers is not None:
+            return max(1, self.workers)
+        env = os.environ.get("LF_TUNER_WORKERS", "").strip()
+        if env:
+            try:
+                return max(1, int(env))
+            except ValueError:
+                raise LfTunerError(f"LF_TUNER_WORKERS: `{env}` is not a number of processes") from None
+        if not getattr(self.counter, "process_parallel", False) or sys.platform != "linux":
+            return 1
+        if max_samples is not None and max_samples * len(attrs) <= 2 * self.batch_size:
+            return 1
+        size = sum(f.stat().st_size for attr in attrs for f in attr.files if f.is_file())
+        if size < _PARALLEL_MIN_BYTES:
+            return 1
+        return max(1, min(_cpu_count(), _MAX_WORKERS))
+
+
+@dataclass
+class _Pieces:
+    """One batch: the counts known so far (prompt, response interleaved), the texts left to count, and for
+    each occurrence of those texts the slot it adds to (`slots`) and which text it is (`which`)."""
+
+    fixed: list[int]
+    texts: list[str]
+    slots: list[int]
+    which: list[int]
+
+
+_WORKER_COUNTER: TokenCounter | None = None
+
+
+def _worker_init(counter: TokenCounter) -> None:
+    global _WORKER_COUNTER
+    _WORKER_COUNTER = counter
+
+
+def _worker_counts(texts: list[str]) -> list[int]:
+    assert _WORKER_COUNTER is not None
+    return _WORKER_COUNTER.count(texts)
+
+
+class _Counting:
+    """Counts texts here, or in forked worker processes (a few batches in flight, results in order)."""
+
+    def __init__(self, counter: TokenCounter, workers: int) -> None:
+        self.counter = counter
+        self.pool: Any = None
+        self.in_flight = 0
+        import multiprocessing
+
+        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            # Forked workers inherit the tokenizer; Rust threads are not carried over a fork, so each worker
+            # counts on one thread (TOKENIZERS_PARALLELISM=false also silences tokenizers' fork warning).
+            saved = os.environ.get("TOKENIZERS_PARALLELISM")
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
+            try:
+                ctx = multiprocessing.get_context("fork")
+                self.pool = ctx.Pool(workers, _worker_init, (counter,))
+            finally:
+                if saved is None:
+                    os.environ.pop("TOKENIZERS_PARALLELISM", None)
+                else:
+                    os.environ["TOKENIZERS_PARALLELISM"] = saved
+            self.in_flight = 2 * workers
+
+    def submit(self, texts: list[str]) -> Callable[[], list[int]]:
+        if self.pool is None:
+            counts = self.counter.count(texts)
+            return lambda: counts
+        return self.pool.apply_async(_worker_counts, (texts,)).get  # type: ignore[no-any-return]
+
+    def __enter__(self) -> _Counting:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _converted(attr: DatasetAttr, max_samples: int | None) -> Iterator[tuple[str, Sample | str]]:

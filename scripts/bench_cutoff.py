@@ -1,82 +1,291 @@
 """Benchmark `lf-tuner cutoff` against LLaMA-Factory's own length pipeline (scripts/stat_utils/length_cdf.py).
 
-    python scripts/bench_cutoff.py                 # 100,000 sharegpt samples + 1,000,000-row JSONL RSS check
-    python scripts/bench_cutoff.py --samples 20000 --rss-samples 200000 --skip-llamafactory
+    python scripts/bench_cutoff.py                 # 100,000 sharegpt samples + a 1,000,000-row JSONL for RSS
+    python scripts/bench_cutoff.py --samples 20000 --rss-samples 200000
+    python scripts/bench_cutoff.py --samples 20000 --skip-llamafactory --rss-samples 0
 
-Everything is generated here (data and a 32k byte-level BPE tokenizer trained in the script); nothing is
-downloaded. Needs the training stack (llamafactory) for the comparison.
+Everything is generated here, nothing is downloaded: instruction-like conversations (a fixed vocabulary of
+6,000 English-like words drawn with a Zipf law; sentences, paragraphs, lists and code blocks; 1 to 6 turns,
+lognormal turn lengths with long outliers; system prompts, most of them from a small shared pool) and a
+byte-level BPE tokenizer trained on such text (vocab 32k, Qwen2's pre-tokenizer and special tokens), saved
+as a Hugging Face tokenizer directory that LLaMA-Factory loads with AutoTokenizer.
+
+Each side runs in its own process, one after the other, on the same data: lf-tuner's `LengthCounter.measure`
+(what `lf-tuner cutoff` runs) and LLaMA-Factory's `get_dataset` with the template and no truncation (what
+length_cdf.py runs; `preprocessing_num_workers` = the CPU count). The table gives each side's pipeline time
+(tokenizer load to lengths; imports apart), its whole process (interpreter start and imports included) and
+its CPU time (its worker processes included), then checks that the lengths are identical sample by sample.
+LLaMA-Factory starts with an empty datasets cache each time (its JSON -> Arrow step is not skipped).
+The RSS run is `lf-tuner cutoff FILE.jsonl --json` (lf-tuner only): the peak RSS of its main process, of its
+largest worker and of all its processes together, read from /proc.
+
+With --workdir, the tokenizer and the data files are kept there and reused by the next run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import multiprocessing
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from array import array
 from pathlib import Path
+from typing import Any
 
+# ---------------------------------------------------------------- text that reads like instruction data
+
+_COMMON = (
+    "the of and to a in is that for it as was with be by on not he this are or his from at which but have an "
+    "they you were her she there been one all we their has would when if so no will more can out up into do "
+    "any your what some about them other than then how its only also these two may first new use could very "
+    "over time like our well most just each people make such way even through where after because should "
+    "work data model example using value function file between number result system user code need help "
+    "question answer step here following information different important write list"
+)
+COMMON = _COMMON.split()
+_ONSETS = "b c d f g h l m n p r s t v w st tr pr ch sh th br cl gr pl sp"
+ONSETS = ["", "", *_ONSETS.split()]
+NUCLEI = ["a", "e", "i", "o", "u", "a", "e", "ea", "ou", "ai", "io", "y"]
+CODAS = ["", "", "", "", "n", "r", "s", "t", "l", "nd", "st", "ng", "ck", "m", "rt", "nt"]
+SUFFIXES = [""] * 8 + ["ing", "ed", "er", "ly", "tion", "s", "ment", "ness", "able", "al", "ive", "ize"]
+VOCABULARY = 6_000  # words the data draws from
+LEXICON = 40_000  # words the tokenizer is trained on (the data's 6,000 are the most frequent)
+# Qwen2's pre-tokenizer (tokenizer.json of Qwen2.5 / Qwen3) and its special tokens.
+QWEN_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+ADDED = ["<tool_call>", "</tool_call>", "<think>", "</think>"]
 
 
-def make_words(n: int, rnd: random.Random) -> list[str]:
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    return ["".join(rnd.choice(letters) for _ in range(rnd.randint(2, 10))) for _ in range(n)]
+def lexicon(n: int, rnd: random.Random) -> list[str]:
+    """English function words first, then made-up words of 1-4 syllables, shorter ones more frequent."""
+    made: dict[str, None] = dict.fromkeys(COMMON)
+    while len(made) < n:
+        syllables = rnd.choices([1, 2, 3, 4], [40, 40, 17, 3])[0]
+        word = "".join(rnd.choice(ONSETS) + rnd.choice(NUCLEI) + rnd.choice(CODAS) for _ in range(syllables))
+        word += rnd.choice(SUFFIXES)
+        if 2 <= len(word) <= 16:
+            made.setdefault(word)
+    rest = list(made)[len(COMMON) :]
+    rest.sort(key=lambda w: len(w) + rnd.gauss(0, 2.5))
+    return COMMON + rest
 
 
-def sentence(rnd: random.Random, words: list[str], n: int) -> str:
-    out = []
-    for i in range(n):
-        w = rnd.choice(words)
-        out.append(w.capitalize() if i == 0 or rnd.random() < 0.05 else w)
-        if rnd.random() < 0.08:
-            out[-1] += rnd.choice([",", ".", "?", "!", ":"])
-        if rnd.random() < 0.02:
-            out[-1] += "\n" + str(rnd.randint(0, 9999))
-    return " ".join(out)
+class Corpus:
+    """Conversations from a word list drawn with a Zipf law (numpy draws the words, in blocks)."""
+
+    def __init__(self, words: list[str], seed: int, exponent: float = 1.05) -> None:
+        import numpy as np
+
+        weights = 1 / (np.arange(len(words)) + 2.7) ** exponent
+        self.p = weights / weights.sum()
+        self.words = words
+        self.np = np.random.default_rng(seed)
+        self.rnd = random.Random(seed)
+        self.buf: list[str] = []
+        self.pos = 0
+        self.systems = [self.prose(self.rnd.randint(8, 60)) for _ in range(12)]
+
+    def pick(self, k: int) -> list[str]:
+        if self.pos + k > len(self.buf):
+            idx = self.np.choice(len(self.words), size=max(k, 1 << 18), p=self.p)
+            self.buf = [self.words[i] for i in idx.tolist()]
+            self.pos = 0
+        self.pos += k
+        return self.buf[self.pos - k : self.pos]
+
+    def sentence(self, k: int) -> str:
+        rnd = self.rnd
+        ws = self.pick(k)
+        ws[0] = ws[0].capitalize()
+        if k > 7 and rnd.random() < 0.5:
+            ws[rnd.randrange(2, k - 2)] += ","
+        if rnd.random() < 0.12:
+            ws[rnd.randrange(k)] = str(rnd.choice([rnd.randint(0, 99), rnd.randint(100, 99999)]))
+        if rnd.random() < 0.04:
+            i = rnd.randrange(k)
+            ws[i] = f"**{ws[i]}**" if rnd.random() < 0.5 else f"({ws[i]})"
+        return " ".join(ws) + rnd.choices(".?!:", [85, 8, 3, 4])[0]
+
+    def prose(self, n: int) -> str:
+        rnd = self.rnd
+        sentences = []
+        while n > 0:
+            k = min(n, max(3, int(rnd.lognormvariate(2.5, 0.45))))
+            sentences.append(self.sentence(k) if k > 2 else " ".join(self.pick(k)))
+            n -= k
+        paragraphs, i = [], 0
+        while i < len(sentences):
+            j = i + rnd.randint(2, 6)
+            paragraphs.append(" ".join(sentences[i:j]))
+            i = j
+        return "\n\n".join(paragraphs)
+
+    def bullets(self, n: int) -> str:
+        rnd = self.rnd
+        numbered = rnd.random() < 0.5
+        items = []
+        while n > 0:
+            k = min(n, rnd.randint(4, 20))
+            items.append(self.sentence(k))
+            n -= k
+        return "\n".join((f"{i + 1}. " if numbered else "- ") + s for i, s in enumerate(items))
+
+    def code(self, n: int) -> str:
+        rnd = self.rnd
+        lines = [f"def {'_'.join(self.pick(2))}({', '.join(self.pick(rnd.randint(1, 3)))}):"]
+        depth = 1
+        while n > 0:
+            a, b, c = self.pick(3)
+            kind = rnd.random()
+            if kind < 0.15:
+                line = f"for {a} in {b}:"
+            elif kind < 0.25:
+                line = f"if {a} > {rnd.randint(0, 100)}:"
+            elif kind < 0.35:
+                line = f"return {a}"
+            else:
+                line = f"{a} = {b}({c}, {rnd.randint(0, 9)})"
+            lines.append("    " * depth + line)
+            depth = depth + 1 if line.endswith(":") else max(1, depth - (rnd.random() < 0.3))
+            n -= 4
+        return "```python\n" + "\n".join(lines) + "\n```"
+
+    def reply(self, n: int) -> str:
+        """Prose, or (for longer turns, half the time) a mix of paragraphs, lists and code blocks."""
+        rnd = self.rnd
+        if n < 40 or rnd.random() < 0.5:
+            return self.prose(n)
+        parts = []
+        while n > 0:
+            k = min(n, rnd.randint(20, 120))
+            r = rnd.random()
+            parts.append(self.code(k) if r < 0.12 else self.bullets(k) if r < 0.35 else self.prose(k))
+            n -= k
+        return "\n\n".join(parts)
+
+    def turn_words(self, median: float, sigma: float) -> int:
+        n = int(self.rnd.lognormvariate(math.log(median), sigma)) + 2
+        if self.rnd.random() < 0.02:  # pasted documents, long answers
+            n *= self.rnd.randint(5, 15)
+        return min(n, 8000)
+
+    def sample(self) -> dict[str, Any]:
+        rnd = self.rnd
+        msgs = []
+        r = rnd.random()
+        if r < 0.2:
+            msgs.append({"from": "system", "value": rnd.choice(self.systems)})
+        elif r < 0.3:
+            msgs.append({"from": "system", "value": self.prose(rnd.randint(8, 80))})
+        for _ in range(rnd.choices([1, 2, 3, 4, 6], [65, 18, 9, 5, 3])[0]):
+            msgs.append({"from": "human", "value": self.reply(self.turn_words(30, 0.9))})
+            msgs.append({"from": "gpt", "value": self.reply(self.turn_words(120, 0.85))})
+        return {"conversations": msgs}
 
 
-def sample(rnd: random.Random, words: list[str]) -> dict[str, object]:
-    msgs = []
-    if rnd.random() < 0.3:
-        msgs.append({"from": "system", "value": sentence(rnd, words, rnd.randint(5, 30))})
-    for _ in range(rnd.choice([1, 1, 1, 2, 3])):
-        msgs.append({"from": "human", "value": sentence(rnd, words, int(rnd.lognormvariate(3.5, 0.8)) + 1)})
-        msgs.append({"from": "gpt", "value": sentence(rnd, words, int(rnd.lognormvariate(4.5, 0.9)) + 1)})
-    return {"conversations": msgs}
+_WORDS: list[str] = []
 
 
-def build_tokenizer(directory: Path, words: list[str], rnd: random.Random, vocab: int) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def _chunk(args: tuple[int, int]) -> str:
+    """JSON lines for one chunk of rows, from its own seed (the same rows whatever the process count)."""
+    seed, n = args
+    corpus = Corpus(_WORDS[:VOCABULARY], seed)
+    return "".join(json.dumps(corpus.sample()) + "\n" for _ in range(n))
+
+
+def write_rows(path: Path, n: int, words: list[str], seed: int, *, as_array: bool) -> None:
+    """n rows as JSON lines or one JSON array, generated in chunks on every CPU (renamed into place when done)."""
+    global _WORDS
+    _WORDS = words
+    size = 2_000
+    jobs = [(seed * 1_000_003 + i, min(size, n - start)) for i, start in enumerate(range(0, n, size))]
+    part = path.with_name(path.name + ".part")
+    with part.open("w") as fh, multiprocessing.get_context("fork").Pool(os.cpu_count() or 1) as pool:
+        fh.write("[\n" if as_array else "")
+        first = True
+        for lines in pool.imap(_chunk, jobs):
+            if as_array:
+                body = lines.rstrip("\n").replace("\n", ",\n")
+                lines = ("" if first else ",\n") + body
+            fh.write(lines)
+            first = False
+        fh.write("\n]\n" if as_array else "")
+    part.replace(path)
+
+
+def build_tokenizer(directory: Path, words: list[str], vocab: int) -> Path:
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     directory.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])  # fmt: skip
     tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )  # fmt: skip
-    tok.train_from_iterator((sentence(rnd, words, 200) for _ in range(20_000)), trainer=trainer)
+    corpus = Corpus(words, seed=1)  # all 40,000 words: the data's words become whole tokens, rarer ones split
+    tok.train_from_iterator((corpus.reply(200) for _ in range(20_000)), trainer=trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in ADDED])
     tok.save(str(directory / "tokenizer.json"))
     (directory / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-        "model_max_length": 32768,
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None, "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>", "model_max_length": 32768, "clean_up_tokenization_spaces": False,
     }))  # fmt: skip
     return directory
 
 
-def llamafactory_lengths(tok: Path, data: Path, template: str, workers: int, work: Path) -> list[int]:
+# ---------------------------------------------------------------- the two sides, each in its own process
+
+
+def side_lftuner(tok: Path, data: Path, template: str) -> tuple[list[int], float]:
+    t0 = time.perf_counter()
+    from lf_tuner.chat import get_template
+    from lf_tuner.datasets import resolve_datasets
+    from lf_tuner.lengths import LengthCounter
+    from lf_tuner.tokenize import load_hf_tokenizer
+
+    imports = time.perf_counter() - t0
+    counter = LengthCounter(get_template(template), load_hf_tokenizer(tok))
+    return list(counter.measure(resolve_datasets(["bench"], data)).total), imports
+
+
+def side_llamafactory(
+    tok: Path, data: Path, template: str, workers: int, work: Path
+) -> tuple[list[int], float]:
+    """What scripts/stat_utils/length_cdf.py runs: the SFT dataset pipeline, lengths of input_ids."""
     os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
     os.environ["HF_DATASETS_CACHE"] = str(work / "hf-cache")
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    t0 = time.perf_counter()
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_tokenizer
 
+    imports = time.perf_counter() - t0
     model_args, data_args, training_args, _, _ = get_train_args(dict(
         stage="sft", model_name_or_path=str(tok), dataset="bench", dataset_dir=str(data), template=template,
         cutoff_len=1_000_000, preprocessing_num_workers=workers, output_dir=str(work / "dummy_dir"),
@@ -85,93 +294,175 @@ def llamafactory_lengths(tok: Path, data: Path, template: str, workers: int, wor
     tokenizer_module = load_tokenizer(model_args)
     tpl = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
     module = get_dataset(tpl, model_args, data_args, training_args, "sft", **tokenizer_module)
-    return [len(x) for x in module["train_dataset"]["input_ids"]]
+    return [len(x) for x in module["train_dataset"]["input_ids"]], imports
 
 
-def lftuner_lengths(tok: Path, data: Path, template: str) -> list[int]:
-    from lf_tuner.chat import get_template
-    from lf_tuner.datasets import resolve_datasets
-    from lf_tuner.lengths import LengthCounter
-    from lf_tuner.tokenize import load_hf_tokenizer
+def run_side(args: argparse.Namespace) -> None:
+    """The child: one side's lengths to `out` (int64) and its timings to `out`.json."""
+    t0 = time.perf_counter()
+    if args.side == "lf-tuner":
+        lengths, imports = side_lftuner(args.tok, args.data, args.template)
+    else:
+        lengths, imports = side_llamafactory(args.tok, args.data, args.template, args.workers, args.work)
+    seconds = time.perf_counter() - t0 - imports
+    args.out.write_bytes(array("q", lengths).tobytes())
+    args.out.with_suffix(".json").write_text(json.dumps({"imports": imports, "pipeline": seconds}))
 
-    counter = LengthCounter(get_template(template), load_hf_tokenizer(tok))
-    return list(counter.measure(resolve_datasets(["bench"], data)).total)
 
+def timed(cmd: list[str], log: Path | None = None) -> dict[str, Any]:
+    """Run a process: its stdout, wall and CPU seconds (reaped children included) and memory in MiB.
 
-def run_with_peak_rss(cmd: list[str]) -> tuple[str, float]:
-    """Run a command; its stdout and its own peak RSS in MiB (os.wait4, not the other children's)."""
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
+    Memory comes from /proc every 0.1 s: `rss` is the process's own peak (VmHWM, which exec resets; the
+    kernel's ru_maxrss would include this big parent's RSS at fork), `worker_rss` the largest peak among its
+    child processes, `tree_rss` the largest sum of current RSS over all of them.
+    """
+    peaks: dict[int, float] = {}
+    tree = [0.0]
+    done = threading.Event()
+
+    def sample(pid: int) -> None:
+        while not done.wait(0.1):
+            total = 0.0
+            for p, (rss, hwm) in _tree_memory(pid).items():
+                peaks[p] = max(peaks.get(p, 0.0), hwm)
+                total += rss
+            tree[0] = max(tree[0], total)
+
+    with tempfile.TemporaryFile() as out, open(log or os.devnull, "w") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err if log else None)
+        sampler = threading.Thread(target=sample, args=(proc.pid,), daemon=True)
+        sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode:
-            raise SystemExit(f"{cmd} failed with exit code {proc.returncode}")
+        wall = time.perf_counter() - t0
+        done.set()
+        sampler.join()
+        code = os.waitstatus_to_exitcode(status)
+        if code:
+            raise SystemExit(f"{' '.join(cmd)} failed with exit code {code}")
         out.seek(0)
-        return out.read().decode(), usage.ru_maxrss / 1024
+        text = out.read().decode()
+    return {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "rss": peaks.get(proc.pid, 0.0),
+        "worker_rss": max((v for p, v in peaks.items() if p != proc.pid), default=0.0),
+        "tree_rss": tree[0],
+        "out": text,
+    }
+
+
+def _tree_memory(pid: int) -> dict[int, tuple[float, float]]:
+    """(VmRSS, VmHWM) in MiB of a process and its descendants, from /proc (empty where it is not there)."""
+    found: dict[int, tuple[float, float]] = {}
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = dict(
+                line.split(":", 1)
+                for line in Path(f"/proc/{p}/status").read_text().splitlines()
+                if ":" in line
+            )
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            found[p] = (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+        except (OSError, KeyError, ValueError):  # gone meanwhile, or a zombie
+            continue
+    return found
+
+
+def compare(args: argparse.Namespace, tok: Path, data: Path, work: Path) -> None:
+    sides = ["lf-tuner"] + ([] if args.skip_llamafactory else ["LLaMA-Factory"])
+    result: dict[str, dict[str, Any]] = {}
+    for side in sides:
+        out = work / f"{side}.lengths"
+        cmd = [sys.executable, __file__, "--side", side, "--tok", str(tok), "--data", str(data),
+               "--template", args.template, "--workers", str(args.workers), "--work", str(work), "--out", str(out)]  # fmt: skip
+        log = work / f"{side}.log"
+        shutil.rmtree(work / "hf-cache", ignore_errors=True)
+        print(f"running {side} (its log: {log}) ...", file=sys.stderr, flush=True)
+        r = timed(cmd, log)
+        r.update(json.loads(out.with_suffix(".json").read_text()))
+        r["lengths"] = array("q", out.read_bytes())
+        result[side] = r
+    ours = result["lf-tuner"]
+    n, tokens = len(ours["lengths"]), sum(ours["lengths"])
+    print(f"\n{n:,} samples, {tokens:,} tokens ({tokens / n:.0f} per sample, template included), "
+          f"{(data / 'bench.json').stat().st_size / 2**20:.0f} MiB JSON, {os.cpu_count()} CPUs")  # fmt: skip
+    print(f"{'':<28}{'pipeline s':>11}{'imports s':>10}{'process s':>10}{'CPU s':>8}{'samples/s':>11}")
+    for side, r in result.items():
+        label = f"{side} ({args.workers} workers)" if side == "LLaMA-Factory" else side
+        print(f"{label:<28}{r['pipeline']:>11.1f}{r['imports']:>10.1f}{r['wall']:>10.1f}{r['cpu']:>8.1f}"
+              f"{n / r['pipeline']:>11,.0f}")  # fmt: skip
+    if "LLaMA-Factory" in result:
+        lf = result["LLaMA-Factory"]
+        print(f"speed-up: {lf['pipeline'] / ours['pipeline']:.1f}x pipeline, {lf['wall'] / ours['wall']:.1f}x "
+              f"whole process, {lf['cpu'] / ours['cpu']:.1f}x CPU time")  # fmt: skip
+        same = list(ours["lengths"]) == list(lf["lengths"])
+        diff = sum(a != b for a, b in zip(ours["lengths"], lf["lengths"], strict=False))
+        print(
+            f"lengths identical: {'yes' if same else 'NO'} ({n:,} vs {len(lf['lengths']):,} samples, {diff} differ)"
+        )
+
+
+def rss(args: argparse.Namespace, tok: Path, work: Path, words: list[str]) -> None:
+    big = work / f"rows-{args.rss_samples}.jsonl"
+    if not big.is_file():
+        t0 = time.perf_counter()
+        write_rows(big, args.rss_samples, words, seed=2, as_array=False)
+        print(f"generated {args.rss_samples:,} rows in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    cmd = [sys.executable, "-m", "lf_tuner", "cutoff", str(big), "--tokenizer", str(tok), "--template",
+           args.template, "--json"]  # fmt: skip
+    print(f"running {' '.join(cmd[1:])} ...", file=sys.stderr, flush=True)
+    r = timed(cmd)
+    report = json.loads(r["out"])
+    size = big.stat().st_size / 2**30
+    print(f"{args.rss_samples:,}-row JSONL ({size:.1f} GiB): lf-tuner cutoff --json {r['wall']:.0f}s, "
+          f"{report['count']:,} samples, {report['tokens']:,} tokens")  # fmt: skip
+    print(f"peak RSS: {r['rss']:.0f} MiB main process, {r['worker_rss']:.0f} MiB largest worker, "
+          f"{r['tree_rss']:.0f} MiB all processes together")  # fmt: skip
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--samples", type=int, default=100_000)
-    ap.add_argument("--rss-samples", type=int, default=1_000_000)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=int, default=100_000, help="samples in the comparison [100,000]")
+    ap.add_argument("--rss-samples", type=int, default=1_000_000, help="rows in the RSS JSONL; 0 skips it")
     ap.add_argument("--vocab", type=int, default=32_000)
     ap.add_argument("--template", default="qwen")
     ap.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="LLaMA-Factory preprocessing workers"
+        "--workers", type=int, default=os.cpu_count() or 1, help="LLaMA-Factory's preprocessing workers"
     )
     ap.add_argument("--skip-llamafactory", action="store_true")
-    ap.add_argument("--workdir", type=Path)
+    ap.add_argument("--workdir", type=Path, help="keep data and tokenizer here (reused when present)")
+    ap.add_argument("--side", choices=["lf-tuner", "LLaMA-Factory"], help=argparse.SUPPRESS)
+    for hidden in ("--tok", "--data", "--work", "--out"):  # the child's arguments
+        ap.add_argument(hidden, type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.side:
+        run_side(args)
+        return
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-cutoff-"))
-    rnd = random.Random(0)
-    words = make_words(30_000, rnd)
-    t0 = time.perf_counter()
-    tok = build_tokenizer(work / "tok", words, rnd, args.vocab)
-    print(
-        f"tokenizer: byte-level BPE, vocab {args.vocab}, trained in {time.perf_counter() - t0:.1f}s",
-        flush=True,
-    )
-    data = work / "data"
-    data.mkdir(exist_ok=True)
-    with (data / "bench.json").open("w") as fh:
-        json.dump([sample(rnd, words) for _ in range(args.samples)], fh)
-    (data / "dataset_info.json").write_text(
-        json.dumps({"bench": {"file_name": "bench.json", "formatting": "sharegpt"}})
-    )
-    print(
-        f"data: {args.samples} sharegpt samples, {(data / 'bench.json').stat().st_size / 2**20:.0f} MiB",
-        flush=True,
-    )
-
-    t0 = time.perf_counter()
-    ours = lftuner_lengths(tok, data, args.template)
-    t_ours = time.perf_counter() - t0
-    print(f"lf-tuner:      {t_ours:7.2f}s  ({len(ours) / t_ours:,.0f} samples/s)", flush=True)
-    if not args.skip_llamafactory:
+    work.mkdir(parents=True, exist_ok=True)
+    words = lexicon(LEXICON, random.Random(0))
+    tok = work / "tok"
+    if not (tok / "tokenizer.json").is_file():
         t0 = time.perf_counter()
-        theirs = llamafactory_lengths(tok, data, args.template, args.workers, work)
-        t_lf = time.perf_counter() - t0
-        print(f"LLaMA-Factory: {t_lf:7.2f}s  ({len(theirs) / t_lf:,.0f} samples/s, {args.workers} workers)")
-        print(f"speed-up: {t_lf / t_ours:.1f}x")
-        same = ours == theirs
-        print(f"lengths identical: {same} ({len(ours)} vs {len(theirs)} samples)")
-        if not same:
-            diff = sum(a != b for a, b in zip(ours, theirs, strict=False))
-            print(f"  {diff} samples differ")
-
+        build_tokenizer(tok, words, args.vocab)
+        print(f"tokenizer: byte-level BPE, vocab {args.vocab}, trained in {time.perf_counter() - t0:.0f}s",
+              file=sys.stderr)  # fmt: skip
+    if args.samples:
+        data = work / f"data-{args.samples}"
+        if not (data / "dataset_info.json").is_file():
+            data.mkdir(exist_ok=True)
+            write_rows(data / "bench.json", args.samples, words, seed=1, as_array=True)
+            (data / "dataset_info.json").write_text(
+                json.dumps({"bench": {"file_name": "bench.json", "formatting": "sharegpt"}})
+            )
+        compare(args, tok, data, work)
     if args.rss_samples:
-        big = work / "big.jsonl"
-        with big.open("w") as fh:
-            for _ in range(args.rss_samples):
-                fh.write(json.dumps(sample(rnd, words)) + "\n")
-        size = big.stat().st_size / 2**20
-        t0 = time.perf_counter()
-        cmd = [sys.executable, "-m", "lf_tuner", "cutoff", str(big), "--tokenizer", str(tok), "--template",
-               args.template, "--json"]  # fmt: skip
-        out, rss = run_with_peak_rss(cmd)
-        print(f"{args.rss_samples:,}-row JSONL ({size:.0f} MiB): {time.perf_counter() - t0:.1f}s, "
-              f"peak RSS {rss:.0f} MiB, count {json.loads(out)['count']}")  # fmt: skip
+        rss(args, tok, work, words)
 
 
 if __name__ == "__main__":

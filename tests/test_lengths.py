@@ -1,14 +1,20 @@
-"""Pure cores of `lf-tuner cutoff`: percentiles, the recommendation, the histogram, template pieces."""
+"""Cores of `lf-tuner cutoff`: percentiles, the recommendation, the histogram, template pieces, and counting
+(the pre-token shortcut against `encode`; batches and worker processes against one-by-one counts)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lf_tuner.chat import Message, get_template, template_names
+from lf_tuner.datasets import DatasetAttr, convert, iter_rows, resolve_datasets
 from lf_tuner.errors import LfTunerError
-from lf_tuner.lengths import Stats, histogram, percentile, recommend
+from lf_tuner.lengths import LengthCounter, Stats, histogram, percentile, recommend
+from lf_tuner.tokenize import GPT2_PATTERN, HFTokenCounter, ascii_pattern, load_hf_tokenizer
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -132,3 +138,208 @@ def test_unknown_template_names_closest() -> None:
         LfTunerError, match=r"template: unknown template `qwen4` .*; did you mean `qwen` or `qwen3`"
     ):
         get_template("qwen4")
+
+
+# ---------------------------------------------------------------- counting: the pre-token shortcut, batches, workers
+
+QWEN2_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+LLAMA3_PATTERN = QWEN2_PATTERN.replace(r"\p{N}|", r"\p{N}{1,3}|")
+O200K_PATTERN = "|".join(
+    [
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        r"\p{N}{1,3}",
+        r" ?[^\s\p{L}\p{N}]+[\r\n/]*",
+        r"\s*[\r\n]+",
+        r"\s+(?!\S)",
+        r"\s+",
+    ]
+)
+# Pieces that stress the pre-tokenizers: contractions, runs of blanks and newlines, digits, added tokens,
+# and characters that send a text to `encode` (non-ASCII, control characters).
+PIECES = ["a", "Zq", "x9", "The", " cat", "12345", "'s", "'LL", "'t", " ", "  ", "\n", "\n\n", "\t", "\r\n",
+          " \n ", ".", "!?", "...", "-->", "__", "(x)", "\"", "'", "<|im_start|>", "<|im_end|>", "<think>",
+          "é", "東京", "—", "\x00", "\x0b", "\x0c", "\x1c", "\x1f", "\x7f", "\x85", "\u00a0"]  # fmt: skip
+texts = st.lists(st.sampled_from(PIECES), max_size=30).map("".join)
+
+
+def _qwen_style_tokenizer(directory: Path) -> Path:
+    """A byte-level BPE with Qwen2's pipeline (NFC, Split regex + ByteLevel) and added tokens of both kinds."""
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
+
+    from tests.lf_data import TEXT
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([TEXT] * 20 + TEXT.split(), trainer=trainer)
+    tok.add_tokens(
+        [AddedToken("<think>", special=False, normalized=False), AddedToken("<tool>", normalized=True)]
+    )
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text('{"eos_token": "<|im_end|>"}')
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tokenizers_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tests.lf_data import build_bpe_tokenizer
+
+    root = tmp_path_factory.mktemp("tok")
+    return {"gpt2": build_bpe_tokenizer(root / "gpt2"), "qwen": _qwen_style_tokenizer(root / "qwen")}
+
+
+@pytest.mark.parametrize("pattern", [QWEN2_PATTERN, LLAMA3_PATTERN, O200K_PATTERN, GPT2_PATTERN])
+@settings(max_examples=300, deadline=None)
+@given(text=texts)
+def test_ascii_pattern_splits_like_the_tokenizer(pattern: str, text: str) -> None:
+    """`re` on the translated pattern cuts ASCII text exactly where the tokenizer's own Split (Oniguruma) does."""
+    from tokenizers import Regex, pre_tokenizers
+
+    data = text.encode("ascii", "ignore")  # what the shortcut is given: ASCII, as bytes
+    split = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
+    compiled = ascii_pattern(pattern)
+    assert compiled is not None
+    assert compiled.findall(data) == [piece.encode() for piece, _ in split.pre_tokenize_str(data.decode())]
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"\s+$|\S+", r"(a)|b", r"[[a]b]", r"\p{Han}+|.", r"[^\P{L}]", r"\bx", r"(?m:x)", r"\x{41}", r"(?<n>a)"],
+)
+def test_ascii_pattern_refuses_what_it_cannot_prove(pattern: str) -> None:
+    assert ascii_pattern(pattern) is None
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "qwen"])
+@settings(max_examples=200, deadline=None)
+@given(batch=st.lists(texts, max_size=8))
+def test_shortcut_counts_equal_encode(kind: str, batch: list[str], tokenizers_dir: dict[str, Path]) -> None:
+    counter = _counter(tokenizers_dir[kind])
+    assert counter.pretoken_counter() is not None
+    assert counter.count(batch) == counter.encode_counts(batch)
+
+
+def test_shortcut_learns_added_tokens_from_prepare(tokenizers_dir: dict[str, Path]) -> None:
+    counter = load_hf_tokenizer(tokenizers_dir["qwen"])
+    text = "hello<|eot_id|>world"
+    before = counter.count([text])[0]
+    counter.prepare(["<|eot_id|>"], replace_eos=False)  # llama3's stop word, added as a special token
+    after = counter.count([text])
+    assert after == counter.encode_counts([text])
+    assert after[0] < before  # the stop word is one token now, on the shortcut as in encode
+
+
+def test_shortcut_stays_off_for_other_pipelines(tmp_path: Path, tokenizers_dir: dict[str, Path]) -> None:
+    from tokenizers import Tokenizer, normalizers
+
+    tok = Tokenizer.from_file(str(tokenizers_dir["qwen"] / "tokenizer.json"))
+    tok.normalizer = normalizers.Lowercase()  # changes ASCII text: not reproduced
+    (tmp_path / "lower").mkdir()
+    tok.save(str(tmp_path / "lower" / "tokenizer.json"))
+    counter = load_hf_tokenizer(tmp_path / "lower")
+    assert counter.pretoken_counter() is None
+    assert counter.count(["Hello World"]) == counter.encode_counts(["Hello World"])
+
+
+def _counter(directory: Path, shortcut: bool = True) -> HFTokenCounter:
+    counter = load_hf_tokenizer(directory)
+    counter.shortcut = shortcut
+    return counter
+
+
+def _write_sharegpt(directory: Path, n: int) -> list[DatasetAttr]:
+    from tests.lf_data import sharegpt_rows
+
+    rows = sharegpt_rows(n, seed=7)
+    for i, row in enumerate(rows):  # repeated system prompts and answers: counted once per batch
+        if i % 2:
+            row["conversations"].insert(0, {"from": "system", "value": "You are terse." * (1 + i % 3)})
+        row["conversations"][-1]["value"] = (
+            "Same answer." if i % 4 == 0 else row["conversations"][-1]["value"]
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "sg.json").write_text(json.dumps(rows, ensure_ascii=False))
+    (directory / "dataset_info.json").write_text('{"sg": {"file_name": "sg.json", "formatting": "sharegpt"}}')
+    return resolve_datasets(["sg"], directory)
+
+
+@pytest.mark.parametrize("template", ["qwen", "llama3", "mistral"])
+def test_batched_and_parallel_lengths_equal_one_by_one(
+    template: str, tokenizers_dir: dict[str, Path], tmp_path: Path
+) -> None:
+    """Batches (each distinct piece counted once), the shortcut and worker processes change nothing: the
+    lengths equal those of each sample counted alone on `encode`."""
+    attrs = _write_sharegpt(tmp_path / "data", 90)
+    tok = tokenizers_dir["qwen"]
+    tpl = get_template(template)
+    reference = LengthCounter(tpl, _counter(tok, shortcut=False), batch_size=1, workers=1)
+    samples = [s for _, row in iter_rows(attrs[0]) if not isinstance(s := convert(row, attrs[0]), str)]
+    one_by_one = [reference.lengths([s])[0] for s in samples]
+    for workers in (1, 2):
+        m = LengthCounter(tpl, _counter(tok), batch_size=16, workers=workers).measure(attrs)
+        assert list(zip(m.prompt, m.response, strict=True)) == one_by_one
+
+
+def test_workers_from_environment(monkeypatch: pytest.MonkeyPatch, tokenizers_dir: dict[str, Path]) -> None:
+    counter = LengthCounter(get_template("qwen"), _counter(tokenizers_dir["qwen"]))
+    monkeypatch.setenv("LF_TUNER_WORKERS", "3")
+    assert counter._worker_count([], None) == 3
+    monkeypatch.setenv("LF_TUNER_WORKERS", "many")
+    with pytest.raises(LfTunerError, match="LF_TUNER_WORKERS: `many` is not a number"):
+        counter._worker_count([], None)
+    monkeypatch.delenv("LF_TUNER_WORKERS")
+    assert counter._worker_count([], None) == 1  # no data, no pool
+
+
+def test_padding_and_truncation_in_tokenizer_json_are_ignored(
+    tmp_path: Path, tokenizers_dir: dict[str, Path]
+) -> None:
+    """transformers' `encode` neither pads nor truncates without being asked; neither does lf-tuner's count."""
+    from tokenizers import Tokenizer
+
+    text = "The quick brown fox jumps over the lazy dog. " * 4
+    expected = _counter(tokenizers_dir["qwen"], shortcut=False).encode_counts([text, "a"])
+    tok = Tokenizer.from_file(str(tokenizers_dir["qwen"] / "tokenizer.json"))
+    tok.enable_truncation(max_length=8)
+    tok.enable_padding(length=64)
+    (tmp_path / "padded").mkdir()
+    tok.save(str(tmp_path / "padded" / "tokenizer.json"))
+    for shortcut in (False, True):
+        assert _counter(tmp_path / "padded", shortcut=shortcut).count([text, "a"]) == expected
+    assert expected[0] > 8
+
+
+def test_shortcut_forgets_pre_tokens_when_full(
+    monkeypatch: pytest.MonkeyPatch, tokenizers_dir: dict[str, Path]
+) -> None:
+    import lf_tuner.tokenize
+
+    monkeypatch.setattr(lf_tuner.tokenize, "_PRETOKEN_CACHE_MAX", 5)
+    counter = _counter(tokenizers_dir["qwen"])
+    batch = ["The quick brown fox jumps over the lazy dog.\n\n" * 3, "user assistant system 123 4567 !?"]
+    assert counter.count(batch) == counter.encode_counts(batch)
+    fast = counter.pretoken_counter()
+    assert fast is not None and 0 < len(fast.lengths) <= 6
