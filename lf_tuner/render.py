@@ -37,25 +37,8 @@ from lf_tuner.models import ModelArch, resolve_model
 DEFAULT_PRESET = "default"
 DEEPSPEED_CHOICES = ("z2", "z2_offload", "z3", "z3_offload")
 
+
 # LLaMA-Factory template names by model_type, for local models the catalog does not know.
-_TEMPLATE_BY_TYPE = {
-    "qwen2": "qwen",
-    "qwen2_moe": "qwen",
-    "qwen3": "qwen3",
-    "qwen3_moe": "qwen3",
-    "mistral": "mistral",
-    "mixtral": "mistral",
-    "gemma": "gemma",
-    "gemma2": "gemma",
-    "gemma3": "gemma3",
-    "gemma3_text": "gemma3",
-    "phi3": "phi",
-    "glm": "glm4",
-    "glm4": "glm4",
-    "deepseek_v3": "deepseek3",
-}
-
-
 @dataclass(frozen=True)
 class DatasetInfoUpdate:
     """A dataset_info.json entry to add for a bare data file."""
@@ -250,11 +233,8 @@ def _model_name(spec: str, arch: ModelArch | None) -> str:
 
 
 def infer_template(arch: ModelArch) -> str | None:
-    if arch.template and arch.template != "default":
-        return arch.template
-    if arch.model_type == "llama":
-        return "llama3" if arch.vocab_size >= 128_000 else "llama2"
-    return _TEMPLATE_BY_TYPE.get(arch.model_type)
+    """The LLaMA-Factory template of the model's family (catalog, or inferred from a local config.json)."""
+    return arch.template if arch.template != "default" else None
 
 
 def _resolve(spec: str) -> ModelArch | None:

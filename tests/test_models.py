@@ -104,3 +104,17 @@ def test_every_alias_is_unique() -> None:
     keys = catalog()
     assert len({a.name for a in CATALOG}) == len(CATALOG)
     assert keys["qwen2.5-7b"].name == "Qwen2.5-7B"
+
+
+@pytest.mark.parametrize(
+    "model_type, vocab, template",
+    [("qwen2", 151936, "qwen"), ("llama", 128256, "llama3"), ("llama", 32000, "llama2"), ("phi3", 100352, "phi4"),
+     ("gemma2", 256000, "gemma"), ("made_up", 1000, "default")],
+)  # fmt: skip
+def test_local_config_gets_its_family_template(
+    tmp_path: Path, model_type: str, vocab: int, template: str
+) -> None:
+    cfg = {"model_type": model_type, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "vocab_size": vocab}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert resolve_model(str(tmp_path)).template == template

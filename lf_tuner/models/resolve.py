@@ -18,6 +18,32 @@ _TIED_BY_DEFAULT = ("gemma", "gemma2", "gemma3", "gemma3_text")
 _FUSED_QKV = ("phi3",)
 _FUSED_GATE_UP = ("phi3", "glm")
 _QKV_BIAS = ("qwen2", "qwen2_moe", "qwen2_vl")
+# LLaMA-Factory's chat template per model family (the catalog names it per checkpoint).
+_TEMPLATE_BY_TYPE = {
+    "qwen2": "qwen",
+    "qwen2_moe": "qwen",
+    "qwen3": "qwen3",
+    "qwen3_moe": "qwen3",
+    "mistral": "mistral",
+    "mixtral": "mistral",
+    "gemma": "gemma",
+    "gemma2": "gemma",
+    "gemma3": "gemma3",
+    "gemma3_text": "gemma3",
+    "phi3": "phi",
+    "glm": "glm4",
+    "glm4": "glm4",
+    "deepseek_v3": "deepseek3",
+}
+
+
+def template_for(model_type: str, vocab_size: int) -> str:
+    """LLaMA-Factory's template for a model family; `default` when the family is unknown."""
+    if model_type == "llama":
+        return "llama3" if vocab_size >= 128_000 else "llama2"
+    if model_type == "phi3" and vocab_size >= 100_000:
+        return "phi4"
+    return _TEMPLATE_BY_TYPE.get(model_type, "default")
 
 
 def _key(name: str) -> str:
@@ -124,4 +150,5 @@ def from_config(raw: dict[str, Any], name: str) -> ModelArch:
         fused_qkv=mt in _FUSED_QKV,
         fused_gate_up=mt in _FUSED_GATE_UP,
         logit_softcap=bool(cfg.get("final_logit_softcapping")),
+        template=template_for(mt, cfg["vocab_size"]),
     )
