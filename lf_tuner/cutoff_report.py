@@ -19,15 +19,9 @@ if TYPE_CHECKING:
 
 def read_config(path: Path) -> dict[str, Any]:
     """A LLaMA-Factory train YAML (`--config`): dataset, dataset_dir, template, model, cutoff_len."""
-    import yaml
+    from lf_tuner.config.files import load_mapping
 
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise LfTunerError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(cfg, dict):
-        raise LfTunerError(f"{path}: must be a mapping of LLaMA-Factory keys")
-    return cfg
+    return load_mapping(path)
 
 
 def resolve_data(

@@ -39,7 +39,7 @@ def _measurement(totals: list[int], **kw: Any) -> Measurement:
     ("text", "message"),
     [
         ("a: [\n", r"train.yaml: not valid YAML \("),
-        ("- 1\n", r"train.yaml: must be a mapping of LLaMA-Factory keys$"),
+        ("- 1\n", r"train.yaml: expected a mapping of LLaMA-Factory keys, got list$"),
     ],
 )
 def test_read_config_errors(tmp_path: Path, text: str, message: str) -> None:

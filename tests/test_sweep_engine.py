@@ -342,3 +342,23 @@ def test_worker_leaves_other_machines_running_trials_alone(tmp_path: Path, fake_
     assert trials[0].user_attrs["status"] == "interrupted"
     assert trials[-1].user_attrs["retry_of"] == 0
     assert trials[-1].state == optuna.trial.TrialState.WAITING
+
+
+def test_base_config_errors_name_the_key_and_the_file(tmp_path: Path) -> None:
+    import pytest
+
+    from lf_tuner.errors import LfTunerError
+    from lf_tuner.sweep.engine import load_base_config
+    from lf_tuner.sweep.spec import parse_spec
+
+    spec = parse_spec(
+        {"base": "missing.yaml", "method": "grid", "metric": {"name": "eval_loss", "goal": "minimize"},
+         "parameters": {"learning_rate": {"values": [1e-4]}}}
+    )  # fmt: skip
+    with pytest.raises(
+        LfTunerError, match=r"^base: .*missing\.yaml does not exist.*relative to the spec file"
+    ):
+        load_base_config(spec, tmp_path, tmp_path / "sweep")
+    (tmp_path / "missing.yaml").write_text("- not\n- a mapping\n")
+    with pytest.raises(LfTunerError, match=r"^base: .*expected a mapping of LLaMA-Factory keys, got list"):
+        load_base_config(spec, tmp_path, tmp_path / "sweep")

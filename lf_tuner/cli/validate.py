@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
+from lf_tuner.config.files import load_mapping
 from lf_tuner.config.validate import (
     Problem,
     llamafactory_available,
@@ -20,17 +20,7 @@ from lf_tuner.errors import LfTunerError
 
 def read_config(path: Path) -> dict[str, Any]:
     """A train config file as a dict; one clear line when it cannot be read."""
-    if not path.is_file():
-        raise LfTunerError(
-            f"{path} does not exist; pass a train config YAML (e.g. from `lf-tuner render -o`)"
-        )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise LfTunerError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(raw, dict):
-        raise LfTunerError(f"{path}: expected a mapping of LLaMA-Factory keys to values")
-    return raw
+    return load_mapping(path)
 
 
 @click.command("validate")

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from lf_tuner.config.files import load_mapping
 from lf_tuner.errors import LfTunerError
 from lf_tuner.sweep.space import distributions, make_sampler, preview, with_tied
 from lf_tuner.sweep.spec import SweepSpec
@@ -60,17 +59,9 @@ def load_base_config(spec: SweepSpec, spec_dir: Path, sweep_dir: Path) -> dict[s
     if spec.base is not None:
         path = (spec_dir / spec.base).resolve()
         try:
-            cfg = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise LfTunerError(
-                f"base: cannot read {path} ({exc.strerror}); the path is relative to the spec file"
-            ) from None
-        except yaml.YAMLError as exc:
-            raise LfTunerError(f"base: {path} is not valid YAML ({exc})") from None
-        if not isinstance(cfg, dict):
-            raise LfTunerError(
-                f"base: {path} is not a training config (a YAML mapping of LLaMA-Factory keys)"
-            )
+            cfg = load_mapping(path)
+        except LfTunerError as exc:
+            raise LfTunerError(f"base: {exc.message} (the path is relative to the spec file)") from None
         if spec.overrides:
             from lf_tuner.config.overrides import apply_overrides
 
