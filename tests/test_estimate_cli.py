@@ -114,7 +114,9 @@ def test_bad_config_files(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "learning_rat: unknown LLaMA-Factory" in result.output
     assert "did you mean `learning_rate`" in result.output
     missing = invoke("estimate", "--config", str(tmp_path / "nope.yaml"))
-    assert missing.exit_code == 1 and "does not exist; pass a LLaMA-Factory train config YAML" in missing.output
+    assert (
+        missing.exit_code == 1 and "does not exist; pass a LLaMA-Factory train config YAML" in missing.output
+    )
 
 
 def test_estimate_never_imports_torch() -> None:
