@@ -16,7 +16,7 @@ from lf_tuner import launch, preflight, runs
 from lf_tuner.errors import LfTunerError
 from lf_tuner.gpus import GpuInfo
 from lf_tuner.progress import ProgressView, describe_entry
-from tests.tiny import TINY_CONFIG, write_alpaca
+from tests.tiny import write_tiny_project
 
 GIB = 2**30
 A100 = [GpuInfo(0, "NVIDIA A100", 80 * GIB, 79 * GIB), GpuInfo(2, "NVIDIA A100", 80 * GIB, 60 * GIB)]
@@ -25,27 +25,7 @@ A100 = [GpuInfo(0, "NVIDIA A100", 80 * GIB, 79 * GIB), GpuInfo(2, "NVIDIA A100",
 @pytest.fixture
 def cfg(tmp_path: Path) -> dict[str, Any]:
     """A valid LoRA config on a tiny model (config.json only) and a registered 16-row dataset, absolute paths."""
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps(TINY_CONFIG))
-    data = tmp_path / "data"
-    data.mkdir()
-    write_alpaca(data / "tiny.json", 16)
-    (data / "dataset_info.json").write_text(json.dumps({"tiny": {"file_name": "tiny.json"}}))
-    return {
-        "model_name_or_path": str(model),
-        "stage": "sft",
-        "do_train": True,
-        "finetuning_type": "lora",
-        "lora_target": "all",
-        "dataset": "tiny",
-        "dataset_dir": str(data),
-        "template": "qwen",
-        "cutoff_len": 64,
-        "output_dir": str(tmp_path / "out"),
-        "per_device_train_batch_size": 4,
-        "bf16": True,
-    }
+    return {**write_tiny_project(tmp_path), "bf16": True}
 
 
 @pytest.fixture

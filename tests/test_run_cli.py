@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from lf_tuner.cli import cli
 from lf_tuner.gpus import GpuInfo
-from tests.tiny import TINY_CONFIG, build_tokenizer, write_alpaca
+from tests.tiny import write_tiny_project
 
 STUB = Path(__file__).parent / "stubs" / "llamafactory_cli_stub.py"
 GIB = 2**30
@@ -25,24 +25,8 @@ GIB = 2**30
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A model directory (config.json + tokenizer, no weights), a registered 16-row dataset and a CPU config."""
-    model = build_tokenizer(tmp_path / "model")
-    (model / "config.json").write_text(json.dumps(TINY_CONFIG))
-    data = tmp_path / "data"
-    data.mkdir()
-    write_alpaca(data / "tiny.json", 16)
-    (data / "dataset_info.json").write_text(json.dumps({"tiny": {"file_name": "tiny.json"}}))
     cfg = {
-        "model_name_or_path": str(model),
-        "stage": "sft",
-        "do_train": True,
-        "finetuning_type": "lora",
-        "lora_target": "all",
-        "dataset": "tiny",
-        "dataset_dir": str(data),
-        "template": "qwen",
-        "cutoff_len": 64,
-        "output_dir": str(tmp_path / "out"),
-        "per_device_train_batch_size": 4,
+        **write_tiny_project(tmp_path, tokenizer=True),
         "gradient_accumulation_steps": 2,
         "max_steps": 3,
         "logging_steps": 1,

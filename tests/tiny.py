@@ -85,3 +85,28 @@ def write_alpaca(path: Path, n: int = 16, seed: int = 0) -> Path:
     ]
     path.write_text(json.dumps(rows, indent=1))
     return path
+
+
+def write_tiny_project(root: Path, *, tokenizer: bool = False) -> dict[str, object]:
+    """A tiny model directory (config.json, and a tokenizer if asked; no weights), a registered 16-row alpaca
+    dataset, and a LoRA SFT config pointing at both with absolute paths."""
+    model = build_tokenizer(root / "model") if tokenizer else root / "model"
+    model.mkdir(parents=True, exist_ok=True)
+    (model / "config.json").write_text(json.dumps(TINY_CONFIG))
+    data = root / "data"
+    data.mkdir()
+    write_alpaca(data / "tiny.json", 16)
+    (data / "dataset_info.json").write_text(json.dumps({"tiny": {"file_name": "tiny.json"}}))
+    return {
+        "model_name_or_path": str(model),
+        "stage": "sft",
+        "do_train": True,
+        "finetuning_type": "lora",
+        "lora_target": "all",
+        "dataset": "tiny",
+        "dataset_dir": str(data),
+        "template": "qwen",
+        "cutoff_len": 64,
+        "output_dir": str(root / "out"),
+        "per_device_train_batch_size": 4,
+    }
