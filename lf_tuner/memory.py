@@ -176,6 +176,11 @@ class TrainSetup:
         return None if self.deepspeed is None else int(self.deepspeed[1])
 
     @property
+    def trainable_layers(self) -> int:
+        """Decoder layers freeze tuning trains (the last or first `freeze_trainable_layers`)."""
+        return min(abs(self.freeze_trainable_layers), self.arch.num_layers)
+
+    @property
     def offload(self) -> bool:
         return bool(self.deepspeed and self.deepspeed.endswith("offload"))
 
@@ -264,7 +269,7 @@ def trainable_params(setup: TrainSetup) -> int:
     if setup.method == "full":
         return arch.total_params - arch.extra_frozen_params
     if setup.method == "freeze":
-        return min(abs(setup.freeze_trainable_layers), arch.num_layers) * arch.layer_params
+        return setup.trainable_layers * arch.layer_params
     return lora_params(setup) + _additional_params(setup)
 
 
@@ -290,6 +295,24 @@ def _quantized_params(arch: ModelArch) -> int:
     return arch.linear_params - expert
 
 
+def _optimizer_state_bytes(setup: TrainSetup, n_train: int, dtype_bytes: int) -> float:
+    """Optimizer states of the trainable parameters, whose dtype is dtype_bytes wide."""
+    state_mult, state_fixed, _ = OPTIMIZERS[setup.optim]
+    if setup.optim == "adafactor":
+        return _adafactor_state(setup)
+    if setup.optim.startswith("paged_"):
+        # bitsandbytes keeps paged states in CUDA unified memory, which pages out to the CPU under pressure:
+        # they cannot cause an out-of-memory error and nvidia-smi does not count them for the process.
+        return 0.0
+    if state_fixed is None:
+        return n_train * state_mult * dtype_bytes
+    states = n_train * state_fixed
+    if state_fixed < 4 and setup.method == "full":
+        # transformers' Trainer keeps nn.Embedding states in 32 bit under bitsandbytes' 8-bit optimizers
+        states += setup.arch.embedding_params * (8.0 - state_fixed)
+    return states
+
+
 def _adafactor_state(setup: TrainSetup) -> float:
     """Adafactor keeps a row and a column vector per matrix (4 B each) and a full state per vector."""
     arch = setup.arch
@@ -308,7 +331,7 @@ def _adafactor_state(setup: TrainSetup) -> float:
     layers = (
         arch.num_layers
         if setup.method == "full"
-        else min(abs(setup.freeze_trainable_layers), arch.num_layers)
+        else setup.trainable_layers
     )
     embed = 4 * (arch.vocab_size + arch.hidden_size) * (1 if arch.tie_embeddings else 2)
     return per_layer * layers + (embed if setup.method == "full" else 0)
@@ -387,20 +410,8 @@ def estimate(setup: TrainSetup) -> Estimate:
     params = float(n_train * p_bytes)
     grads = float(n_train * p_bytes)
 
-    state_mult, state_fixed, step_tmp_mult = OPTIMIZERS[setup.optim]
-    if setup.optim == "adafactor":
-        opt_states = _adafactor_state(setup)
-    elif setup.optim.startswith("paged_"):
-        # bitsandbytes keeps paged states in CUDA unified memory, which pages out to the CPU under pressure:
-        # they cannot cause an out-of-memory error and nvidia-smi does not count them for the process.
-        opt_states = 0.0
-    elif state_fixed is not None:
-        opt_states = n_train * state_fixed
-        if state_fixed < 4 and setup.method == "full":
-            # transformers' Trainer keeps nn.Embedding states in 32 bit under bitsandbytes' 8-bit optimizers
-            opt_states += arch.embedding_params * (8.0 - state_fixed)
-    else:
-        opt_states = n_train * state_mult * p_bytes
+    step_tmp_mult = OPTIMIZERS[setup.optim][2]
+    opt_states = _optimizer_state_bytes(setup, n_train, p_bytes)
     step_temp = n_train * step_tmp_mult * p_bytes
 
     ds_buffers = 0.0
@@ -413,13 +424,7 @@ def estimate(setup: TrainSetup) -> Estimate:
         weights /= shard_param
         params = 2.0 * n_train / shard_param
         grads = 2.0 * n_train / shard_grad
-        if setup.optim == "adafactor":
-            fp32_states = _adafactor_state(setup)
-        elif state_fixed is not None:
-            fp32_states = n_train * state_fixed
-        else:
-            fp32_states = n_train * state_mult * 4.0
-        opt_states = (fp32_states + 8.0 * n_train) / shard_opt
+        opt_states = (_optimizer_state_bytes(setup, n_train, 4) + 8.0 * n_train) / shard_opt
         step_temp = 0.0
         if stage == 3:
             largest = max(arch.layer_params, arch.embedding_params)
@@ -435,10 +440,7 @@ def estimate(setup: TrainSetup) -> Estimate:
     # Activations per micro-batch.
     tokens = setup.tokens
     h = arch.hidden_size
-    if setup.method == "freeze":
-        trainable_layers = min(abs(setup.freeze_trainable_layers), arch.num_layers)
-    else:
-        trainable_layers = 0
+    trainable_layers = setup.trainable_layers if setup.method == "freeze" else 0
     layer = layer_activation_bytes(setup) * tokens + _eager_attention_bytes(setup)
     layer_trainable = layer_activation_bytes(setup, trainable_layer=True) * tokens + _eager_attention_bytes(
         setup
