@@ -328,11 +328,7 @@ def _adafactor_state(setup: TrainSetup) -> float:
         sum(4 * (lin.in_features + lin.out_features) for lin in arch.linears())
         + 4 * arch.norm_params_per_layer()
     )
-    layers = (
-        arch.num_layers
-        if setup.method == "full"
-        else setup.trainable_layers
-    )
+    layers = arch.num_layers if setup.method == "full" else setup.trainable_layers
     embed = 4 * (arch.vocab_size + arch.hidden_size) * (1 if arch.tie_embeddings else 2)
     return per_layer * layers + (embed if setup.method == "full" else 0)
 
