@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 import types
@@ -54,9 +55,17 @@ def _fake_nvml(monkeypatch: pytest.MonkeyPatch, pids: list[tuple[int, int]]) -> 
 
 def test_process_group_peak_counts_only_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
     me = os.getpid()
-    _fake_nvml(monkeypatch, [(me, 3 << 30), (1, 5 << 30)])  # pid 1 is in another session
-    with ProcessGroupPeak(os.getsid(me), interval_s=0.01) as peak:
-        time.sleep(0.1)
+    # A process in a session of its own stands for another user's job on the same GPU.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+    try:
+        assert os.getsid(other.pid) != os.getsid(me)
+        gone = 2**22 + 1  # above the kernel's pid_max: a process that has already exited
+        _fake_nvml(monkeypatch, [(me, 3 << 30), (other.pid, 5 << 30), (gone, 7 << 30)])
+        with ProcessGroupPeak(os.getsid(me), interval_s=0.01) as peak:
+            time.sleep(0.1)
+    finally:
+        other.kill()
+        other.wait()
     assert peak.peak_bytes == 3 << 30
 
 
