@@ -59,6 +59,15 @@ ARCHS = {
                          num_attention_heads=32, num_key_value_heads=32, vocab_size=32064, tie_word_embeddings=False,
                          max_position_embeddings=131072, original_max_position_embeddings=4096, rms_norm_eps=1e-5,
                          rope_theta=10000.0, sliding_window=262144),
+    # Round 4: two architectures the earlier rounds left out, a 262k vocabulary with 4 heads / 1 KV head of
+    # head_dim 256 and a 5:1 sliding/global layer pattern (Gemma 3 1B, text only), and Llama 3.2 1B (tied
+    # embeddings, 128k vocabulary). Its llama3 rope scaling is not set (it does not change memory).
+    "gemma-3-1b": dict(model_type="gemma3_text", hidden_size=1152, intermediate_size=6912, num_hidden_layers=26,
+                       num_attention_heads=4, num_key_value_heads=1, head_dim=256, vocab_size=262144,
+                       tie_word_embeddings=True, sliding_window=512, query_pre_attn_scalar=256),
+    "llama3.2-1b": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                        num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True,
+                        rms_norm_eps=1e-5, rope_theta=500000.0),
     # CPU smoke-test stand-ins for the round-2 model types (not measured).
     "tiny-mistral": dict(model_type="mistral", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, vocab_size=4096, tie_word_embeddings=False),

@@ -35,13 +35,16 @@ CUDA_CONTEXT_BYTES = 758 * MIB
 # Several GPUs: NCCL communicators and their buffers per process.
 NCCL_BYTES = 512 * MIB
 # The caching allocator holds freed blocks that do not fit the next request: about a quarter of the
-# transient activation memory of a step on the calibration runs, and at least this floor.
+# transient activation memory of a step on the calibration runs, and at least a floor. The floor is a base
+# plus one and a half fp32 logits blocks (4 B x tokens x vocab, freed by the loss and too large or too small
+# for what comes next), capped at 1 GiB; under Liger's fused loss no logits block exists and the base is left.
 FRAGMENTATION_RATIO = 0.25
-FRAGMENTATION_FLOOR = 1024 * MIB
+FRAGMENTATION_FLOOR_BASE = 256 * MIB
+FRAGMENTATION_FLOOR_LOGIT_BLOCKS = 1.5
+FRAGMENTATION_FLOOR_CAP = 1024 * MIB
 # With PYTORCH_CUDA_ALLOC_CONF=expandable_segments (set by LLaMA-Factory's torchrun path) fragmentation
 # mostly disappears; not measured here, so half the single-GPU share and floor are kept.
-FRAGMENTATION_RATIO_EXPANDABLE = 0.125
-FRAGMENTATION_FLOOR_EXPANDABLE = 512 * MIB
+EXPANDABLE_SHARE = 0.5
 
 # Bytes per logit element at the loss with transformers' cross-entropy: bf16 logits kept by the model
 # output (2), the fp32 upcast (4), the log-softmax output kept for backward (4) and its gradient... the
@@ -497,9 +500,12 @@ def estimate(setup: TrainSetup) -> Estimate:
     # LLM.int8 materialises each weight in 16 bit for the backward pass (MatMul8bitLt).
     if setup.quant_bits == 8:
         churn += 2.0 * _quantized_params(arch)
+    logits_block = 0.0 if setup.liger else 4.0 * tokens * arch.vocab_size
+    floor = min(
+        FRAGMENTATION_FLOOR_CAP, FRAGMENTATION_FLOOR_BASE + FRAGMENTATION_FLOOR_LOGIT_BLOCKS * logits_block
+    )
     multi = n > 1 or stage is not None
-    ratio = FRAGMENTATION_RATIO_EXPANDABLE if multi else FRAGMENTATION_RATIO
-    frag = max(ratio * churn, FRAGMENTATION_FLOOR_EXPANDABLE if multi else FRAGMENTATION_FLOOR)
+    frag = max(FRAGMENTATION_RATIO * churn, floor) * (EXPANDABLE_SHARE if multi else 1.0)
     # Eager attention: one layer's scores, masked scores, fp32 softmax, probabilities and the softmax gradient
     # (14 B per head x query x key) stay cached by the allocator between layers.
     frag += 14.0 / 8.0 * _eager_attention_bytes(setup)

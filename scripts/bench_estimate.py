@@ -32,6 +32,8 @@ ALIASES = {
     "mistral-7b-v0.3": "Mistral-7B-v0.3",
     "gemma-2-2b": "gemma-2-2b",
     "phi-3.5-mini": "Phi-3.5-mini",
+    "gemma-3-1b": "gemma-3-1b",
+    "llama3.2-1b": "Llama-3.2-1B",
 }
 # The base arguments of measure_vram.py (a row's own fields override them).
 BASE = {

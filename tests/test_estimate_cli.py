@@ -28,8 +28,8 @@ Qwen2.5-0.5B · lora · cutoff 1024 × batch 1
 
 4 GiB GPU: does NOT fit: short by 0.51 GiB
 changes that fit:
-  - enable Liger Kernel (fused linear cross-entropy) -> 2.84 GiB  (enable_liger_kernel: True)
-  - cutoff_len 640 (longer samples are truncated) -> 3.84 GiB  (cutoff_len: 640)
+  - enable Liger Kernel (fused linear cross-entropy) -> 2.09 GiB  (enable_liger_kernel: True)
+  - cutoff_len 768 (longer samples are truncated) -> 3.97 GiB  (cutoff_len: 768)
 """
 
 
