@@ -62,8 +62,9 @@ def write_spec(tmp_path: Path, **changes: Any) -> Path:
     return path
 
 
-def sweep(spec: Path, sweep_dir: Path, *extra: str) -> Any:
-    args = [
+def sweep_args(spec: Path, sweep_dir: Path, *extra: str) -> list[str]:
+    """`lf-tuner sweep` arguments with the stand-in launcher and a fast poll."""
+    return [
         "sweep",
         str(spec),
         "--dir",
@@ -74,7 +75,10 @@ def sweep(spec: Path, sweep_dir: Path, *extra: str) -> Any:
         "0.05",
         *extra,
     ]
-    return CliRunner().invoke(cli, args)
+
+
+def sweep(spec: Path, sweep_dir: Path, *extra: str) -> Any:
+    return CliRunner().invoke(cli, sweep_args(spec, sweep_dir, *extra))
 
 
 def report_json(sweep_dir: Path) -> dict[str, Any]:
@@ -239,21 +243,7 @@ def _wait_for(path: Path, timeout: float = 30.0) -> None:
 def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path: Path, fake_lf: Path) -> None:
     params = {"learning_rate": {"values": [1.0e-4, 3.0e-4, 1.0e-3]}, "lora_rank": {"values": [8]}}
     spec = write_spec(tmp_path, parameters=params, budget={"max_steps": 4})
-    argv = [
-        sys.executable,
-        "-m",
-        "lf_tuner",
-        "sweep",
-        str(spec),
-        "--dir",
-        str(tmp_path / "d"),
-        "--gpus",
-        "cpu",
-        "--launcher",
-        "llamafactory",
-        "--poll",
-        "0.05",
-    ]
+    argv = [sys.executable, "-m", "lf_tuner", *sweep_args(spec, tmp_path / "d", "--gpus", "cpu")]
     env = dict(os.environ, FAKE_LF_STEP_S="0.3", PYTHONPATH=str(REPO))
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # trial 1 is mid-run once it has logged a step
@@ -284,21 +274,7 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path: Path,
 def test_sigterm_marks_the_running_trial_and_requeues_it(tmp_path: Path, fake_lf: Path) -> None:
     params = {"learning_rate": {"values": [1.0e-4, 3.0e-4]}, "lora_rank": {"values": [8]}}
     spec = write_spec(tmp_path, parameters=params, budget={"max_steps": 20})
-    argv = [
-        sys.executable,
-        "-m",
-        "lf_tuner",
-        "sweep",
-        str(spec),
-        "--dir",
-        str(tmp_path / "d"),
-        "--gpus",
-        "cpu",
-        "--launcher",
-        "llamafactory",
-        "--poll",
-        "0.05",
-    ]
+    argv = [sys.executable, "-m", "lf_tuner", *sweep_args(spec, tmp_path / "d", "--gpus", "cpu")]
     env = dict(os.environ, FAKE_LF_STEP_S="0.5", PYTHONPATH=str(REPO))
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(tmp_path / "d" / "trial-000" / "output" / "trainer_log.jsonl")
