@@ -1,17 +1,36 @@
-"""Errors that reach the user as one line and an exit code, never as a traceback."""
+"""Errors that reach the user as one line and an exit code, never as a traceback.
+
+The core raises these plain exceptions; only `lf_tuner.cli` turns them into click's messages and exit codes
+(1 for bad config or data, 2 for a bad flag or argument), so the core can be used as a library.
+"""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
 
-import click
 
-
-class LfTunerError(click.ClickException):
+class LfTunerError(Exception):
     """Bad data or config: exit code 1, one line that names the problem and the fix."""
 
     exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BadValue(LfTunerError):
+    """A bad value of a flag or argument (`param`, e.g. `--gpus`): exit code 2, as click's bad parameters."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 def closest(name: str, choices: Iterable[str], n: int = 3, cutoff: float = 0.6) -> list[str]:

@@ -264,9 +264,9 @@ def build_tokenizer(directory: Path, words: list[str], vocab: int) -> Path:
 def side_lftuner(tok: Path, data: Path, template: str) -> tuple[list[int], float]:
     t0 = time.perf_counter()
     from lf_tuner.chat import get_template
-    from lf_tuner.datasets import resolve_datasets
-    from lf_tuner.lengths import LengthCounter
-    from lf_tuner.tokenize import load_hf_tokenizer
+    from lf_tuner.data.datasets import resolve_datasets
+    from lf_tuner.lengths.counters import load_hf_tokenizer
+    from lf_tuner.lengths.measure import LengthCounter
 
     imports = time.perf_counter() - t0
     counter = LengthCounter(get_template(template), load_hf_tokenizer(tok))

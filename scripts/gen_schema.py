@@ -1,4 +1,4 @@
-"""Regenerate lf_tuner/data/llamafactory_schema.json from the installed llamafactory.
+"""Regenerate lf_tuner/config/llamafactory_schema.json from the installed llamafactory.
 
 /tmp/heavyvenv/bin/python scripts/gen_schema.py          # rewrite the shipped file
 /tmp/heavyvenv/bin/python scripts/gen_schema.py --check  # exit 1 when it is stale
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lf_tuner.config.schema import SCHEMA_RESOURCE, build_schema, schema_json
 
-TARGET = Path(__file__).resolve().parent.parent / "lf_tuner" / "data" / SCHEMA_RESOURCE
+TARGET = Path(__file__).resolve().parent.parent / "lf_tuner" / "config" / SCHEMA_RESOURCE
 
 
 def main(argv: list[str]) -> int:

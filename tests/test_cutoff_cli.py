@@ -202,7 +202,7 @@ def test_list_templates() -> None:
 
 def test_measure_config_cutoff_matches_the_command(tmp_path: Path, tok: Path) -> None:
     from lf_tuner.errors import LfTunerError
-    from lf_tuner.lengths import measure_config_cutoff
+    from lf_tuner.lengths.measure import measure_config_cutoff
 
     d = write_dataset_dir(tmp_path / "data", n=10)
     cfg = {"model_name_or_path": str(tok), "dataset": "alp, sg", "dataset_dir": str(d), "template": "qwen"}

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from lf_tuner import cutoff_report
-from lf_tuner.datasets import DatasetAttr
+from lf_tuner.config.files import load_mapping
+from lf_tuner.data.datasets import DatasetAttr
 from lf_tuner.errors import LfTunerError
-from lf_tuner.lengths import Measurement, histogram, recommend, stats_table
+from lf_tuner.lengths import report as cutoff_report
+from lf_tuner.lengths.measure import Measurement, histogram, recommend, stats_table
+from lf_tuner.memory import lora_vram_gib
 from tests.lf_data import build_bpe_tokenizer, write_dataset_dir
 from tests.tiny import TINY_CONFIG
 
@@ -46,9 +48,9 @@ def test_read_config_errors(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "train.yaml"
     path.write_text(text)
     with pytest.raises(LfTunerError, match=message):
-        cutoff_report.read_config(path)
+        load_mapping(path)
     path.write_text("dataset: a\ncutoff_len: 64\n")
-    assert cutoff_report.read_config(path) == {"dataset": "a", "cutoff_len": 64}
+    assert load_mapping(path) == {"dataset": "a", "cutoff_len": 64}
 
 
 def test_resolve_data_file_names_and_format(tmp_path: Path) -> None:
@@ -85,18 +87,18 @@ def test_token_counter_choice(tmp_path: Path, tok: Path) -> None:
 
 def test_lora_vram(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(TINY_CONFIG))
-    small = cutoff_report.lora_vram_gib(str(tmp_path), {}, 256)
-    large = cutoff_report.lora_vram_gib(str(tmp_path), {"per_device_train_batch_size": 8}, 4096)
+    small = lora_vram_gib(str(tmp_path), {}, 256)
+    large = lora_vram_gib(str(tmp_path), {"per_device_train_batch_size": 8}, 4096)
     assert small is not None and large is not None and 0 < small < large
-    assert cutoff_report.lora_vram_gib(None, {}, 256) is None
-    assert cutoff_report.lora_vram_gib("nope/nope", {}, 256) is None
+    assert lora_vram_gib(None, {}, 256) is None
+    assert lora_vram_gib("nope/nope", {}, 256) is None
 
 
 def test_build_report_adds_config_truncation() -> None:
     m = _measurement([4, 8, 12, 16, 160])
     rec = recommend(list(m.total), multiple=8)
     result = cutoff_report.build_report(
-        m, rec, template="empty", counter=Counted(), cfg={"cutoff_len": "10"}, model=None
+        m, rec, template="empty", counter=Counted(), cfg={"cutoff_len": "10"}, vram_gib=None
     )
     assert (result["recommended_cutoff"], result["template"], result["tokenizer"]) == (
         160,
@@ -106,7 +108,7 @@ def test_build_report_adds_config_truncation() -> None:
     assert (result["config_cutoff_len"], result["config_truncated"], result["approximate"]) == (10, 3, False)
     assert "lora_vram_gib" not in result
     assert "config_cutoff_len" not in cutoff_report.build_report(
-        m, rec, template="empty", counter=Counted(), cfg={}, model=None
+        m, rec, template="empty", counter=Counted(), cfg={}, vram_gib=None
     )
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lf_tuner import datasets
-from lf_tuner.datasets import attr_for_file, convert, iter_rows, resolve_datasets, write_filtered
+from lf_tuner.data import datasets
+from lf_tuner.data.datasets import attr_for_file, convert, iter_rows, resolve_datasets, write_filtered
 from lf_tuner.errors import LfTunerError
 from tests.lf_data import alpaca_rows, sharegpt_rows, write_dataset_dir
 

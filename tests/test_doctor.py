@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from lf_tuner.cli import cli
 from lf_tuner.cli.doctor import problems
 from lf_tuner.errors import LfTunerError
-from lf_tuner.slurm import render_slurm_script
+from lf_tuner.train.slurm import render_slurm_script
 
 GOLDEN = Path(__file__).parent / "golden" / "slurm_2x8.sh"
 
@@ -42,9 +42,9 @@ def test_problems_name_feature_and_fix() -> None:
 
 
 def test_doctor_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    import lf_tuner.gpus
+    import lf_tuner.train.gpus
 
-    monkeypatch.setattr(lf_tuner.gpus, "detect_gpus", lambda select=None: [])
+    monkeypatch.setattr(lf_tuner.train.gpus, "detect_gpus", lambda select=None: [])
     result = CliRunner().invoke(cli, ["doctor", "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)

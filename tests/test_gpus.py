@@ -7,11 +7,11 @@ import time
 import types
 from pathlib import Path
 
-import click
 import pytest
 
-from lf_tuner.gpus import GpuInfo, ProcessGroupPeak, select_gpus, visible
-from lf_tuner.runs import collect_metrics
+from lf_tuner.errors import BadValue
+from lf_tuner.train.gpus import GpuInfo, ProcessGroupPeak, select_gpus, visible
+from lf_tuner.train.records import collect_metrics
 
 GPUS = [GpuInfo(i, "NVIDIA RTX 4090", 24 << 30, 23 << 30, f"GPU-{i}abc") for i in range(3)]
 
@@ -30,7 +30,7 @@ def test_select_gpus(select, expected) -> None:
      ("a,b", "use all, a count")],
 )  # fmt: skip
 def test_select_gpus_errors(select, message) -> None:
-    with pytest.raises(click.BadParameter, match=message):
+    with pytest.raises(BadValue, match=message):
         select_gpus(GPUS, select)
 
 

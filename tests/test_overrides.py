@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import click
 import pytest
 from click.testing import CliRunner
 
 from lf_tuner.cli import cli
 from lf_tuner.config.overrides import apply_overrides, parse_override
+from lf_tuner.errors import BadValue
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_apply_overrides_keeps_order_and_removes() -> None:
     ],
 )
 def test_malformed_override_is_bad_parameter(item: str, message: str) -> None:
-    with pytest.raises(click.BadParameter, match=message):
+    with pytest.raises(BadValue, match=message):
         apply_overrides({"a": 1}, [item])
 
 

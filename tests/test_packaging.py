@@ -20,20 +20,32 @@ def test_wheel_ships_templates_and_presets(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     wheel = next(tmp_path.glob("lf_tuner-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for folder in ("templates", "presets"):
-        shipped = [n for n in names if n.startswith(f"lf_tuner/{folder}/") and not n.endswith("/")]
-        on_disk = [
-            p for p in (ROOT / "lf_tuner" / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts
-        ]
+    for folder in ("templates", "presets"):  # top-level folders, shipped inside the package
+        shipped = sorted(n for n in names if n.startswith(f"lf_tuner/{folder}/") and not n.endswith("/"))
+        on_disk = sorted(
+            f"lf_tuner/{p.relative_to(ROOT).as_posix()}"
+            for p in (ROOT / folder).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts
+        )
         assert shipped, f"no {folder} in the wheel"
-        assert len(shipped) == len(on_disk)
+        assert shipped == on_disk
+    modules = sorted(
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "lf_tuner").rglob("*.py")
+        if "__pycache__" not in p.parts
+    )
+    assert [m for m in modules if m not in names] == [], "a package is missing from pyproject's list"
     assert "lf_tuner/py.typed" in names
+    assert "lf_tuner/config/llamafactory_schema.json" in names
 
 
 def test_package_data_loads_through_importlib_resources() -> None:
+    from lf_tuner.resources import shipped
+
     for folder in ("templates", "presets"):
-        entries = [e.name for e in (files("lf_tuner") / folder).iterdir()]
+        entries = [e.name for e in shipped(folder).iterdir()]
         assert entries, folder
+        assert sorted(entries) == sorted(e.name for e in files(f"lf_tuner.{folder}").iterdir())
 
 
 def test_version_and_help() -> None:

@@ -8,14 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 import yaml
 
-from lf_tuner import launch, preflight, runs
-from lf_tuner.errors import LfTunerError
-from lf_tuner.gpus import GpuInfo
-from lf_tuner.progress import ProgressView, describe_entry
+from lf_tuner.cli.progress import ProgressView, describe_entry
+from lf_tuner.errors import BadValue, LfTunerError
+from lf_tuner.train import preflight, runner
+from lf_tuner.train import records as runs
+from lf_tuner.train.command import Command
+from lf_tuner.train.gpus import GpuInfo
+from lf_tuner.train.watch import ChildResult
 from tests.tiny import write_tiny_project
 
 GIB = 2**30
@@ -31,13 +33,13 @@ def cfg(tmp_path: Path) -> dict[str, Any]:
 @pytest.fixture
 def fake_gpus(monkeypatch: pytest.MonkeyPatch) -> list[GpuInfo]:
     """NVML replaced by a list the test fills in."""
-    import lf_tuner.gpus
+    import lf_tuner.train.gpus
 
     found: list[GpuInfo] = []
     monkeypatch.setattr(
-        lf_tuner.gpus,
+        lf_tuner.train.gpus,
         "detect_gpus",
-        lambda select=None: lf_tuner.gpus.select_gpus(found, select) if found else [],
+        lambda select=None: lf_tuner.train.gpus.select_gpus(found, select) if found else [],
     )
     return found
 
@@ -118,9 +120,9 @@ def test_choose_gpus_cpu_run_turns_off_mixed_precision(cfg: dict[str, Any], fake
 
 
 def test_choose_gpus_use_cpu_config_refuses_gpus(cfg: dict[str, Any]) -> None:
-    with pytest.raises(click.BadParameter, match=r"the config sets use_cpu: true; drop --gpus") as info:
+    with pytest.raises(BadValue, match=r"the config sets use_cpu: true; drop --gpus") as info:
         preflight.choose_gpus({**cfg, "use_cpu": True}, "0", cpu=False, planning=True)
-    assert info.value.param_hint == "--gpus"
+    assert info.value.param == "--gpus"
 
 
 def test_choose_gpus_selects_or_stops_without_one(cfg: dict[str, Any], fake_gpus: list[GpuInfo]) -> None:
@@ -366,13 +368,13 @@ def test_write_slurm(cfg: dict[str, Any], tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- records
 
 
-def _attempt(status: str, code: int = 0, **result: Any) -> launch.Attempt:
+def _attempt(status: str, code: int = 0, **result: Any) -> runner.Attempt:
     base: dict[str, Any] = dict(
         returncode=code, oom=False, interrupted_by=None, diverged=None, tail=[], runtime_s=1.5, trainer_log=[]
     )
-    return launch.Attempt(
+    return runner.Attempt(
         cfg={"per_device_train_batch_size": 1},
-        result=launch.ChildResult(**{**base, **result}),
+        result=ChildResult(**{**base, **result}),
         status=status,
         exit_code=code,
     )
@@ -394,8 +396,8 @@ def _attempt(status: str, code: int = 0, **result: Any) -> launch.Attempt:
         (_attempt("failed", 3), "llamafactory-cli exited with 3"),
     ],
 )
-def test_failure_reason(attempt: launch.Attempt, reason: str | None) -> None:
-    assert runs.failure_reason(attempt) == reason
+def test_failure_reason(attempt: runner.Attempt, reason: str | None) -> None:
+    assert runner.failure_reason(attempt) == reason
 
 
 def test_record_and_config_paths_per_node(tmp_path: Path) -> None:
@@ -413,7 +415,7 @@ def test_build_and_save_record(cfg: dict[str, Any], tmp_path: Path) -> None:
     log = [{"current_steps": 2, "total_steps": 2, "loss": 2.25, "vram_reserved": 18.5}]
     attempts = [_attempt("oom", 1, oom=True), _attempt("completed", trainer_log=log)]
     changes = [("micro-batch 2 -> 1", {"per_device_train_batch_size": 1})]
-    record = runs.build_record(
+    record = runner.build_record(
         plan, attempts, changes, log_path=out / "lf-tuner.log", started_at="2026-01-02T03:04:05+00:00"
     )
     assert (record.status, record.exit_code, record.reason) == ("completed", 0, None)
@@ -496,10 +498,10 @@ def test_run_with_a_stand_in_child_writes_staged_config_and_record(
     plan = preflight.make_plan(cfg, out, [], None, cli=sys.executable, select=None)
     plan = launch_with_python(plan, child)
     plan.write_config(cfg)
-    attempts, changes = launch.run_with_retries(
+    attempts, changes = runner.run_with_retries(
         cfg, plan.command, write_config=plan.write_config, output_dir=out, log_path=out / "log"
     )
-    record = runs.build_record(plan, attempts, changes, log_path=out / "log", started_at="t")
+    record = runner.build_record(plan, attempts, changes, log_path=out / "log", started_at="t")
     assert (record.status, record.final_train_loss, record.steps, record.estimated_peak_gib) == (
         "completed",
         1.5,
@@ -513,4 +515,4 @@ def launch_with_python(plan: preflight.Plan, script: Path) -> preflight.Plan:
     import dataclasses
 
     argv = [plan.command.argv[0], str(script), *plan.command.argv[1:]]
-    return dataclasses.replace(plan, command=launch.Command(argv=argv, env=plan.command.env))
+    return dataclasses.replace(plan, command=Command(argv=argv, env=plan.command.env))

@@ -12,14 +12,14 @@ from click.testing import CliRunner
 
 from lf_tuner.cli import cli
 from lf_tuner.config.presets import METHODS, builtin_names
-from lf_tuner.errors import LfTunerError
-from lf_tuner.render import (
+from lf_tuner.config.render import (
     dump_yaml,
     render_deepspeed,
     render_template,
     render_train_config,
     yaml_scalar,
 )
+from lf_tuner.errors import LfTunerError
 
 GOLDEN = Path(__file__).parent / "golden" / "render"
 CASES = [(name, method) for name in builtin_names() for method in METHODS]

@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from lf_tuner.cli import cli
-from lf_tuner.gpus import GpuInfo
+from lf_tuner.train.gpus import GpuInfo
 from tests.tiny import write_tiny_project
 
 STUB = Path(__file__).parent / "stubs" / "llamafactory_cli_stub.py"
@@ -55,12 +55,12 @@ def stub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def fake_gpus(monkeypatch: pytest.MonkeyPatch, gpus: list[GpuInfo]) -> None:
-    import lf_tuner.gpus
+    import lf_tuner.train.gpus
 
     def detect(select: str | None = None) -> list[GpuInfo]:
-        return lf_tuner.gpus.select_gpus(gpus, select) if gpus else []
+        return lf_tuner.train.gpus.select_gpus(gpus, select) if gpus else []
 
-    monkeypatch.setattr(lf_tuner.gpus, "detect_gpus", detect)
+    monkeypatch.setattr(lf_tuner.train.gpus, "detect_gpus", detect)
 
 
 def invoke(*args: str) -> object:
@@ -305,7 +305,7 @@ def test_sigterm_reaches_the_process_group(project: Path, stub: Path) -> None:
 
 
 def test_runs_table_and_calibration(project: Path) -> None:
-    from lf_tuner.runs import GpuRecord, RunRecord, add_to_index
+    from lf_tuner.train.records import GpuRecord, RunRecord, add_to_index
 
     def record(**kw: object) -> RunRecord:
         base = dict(

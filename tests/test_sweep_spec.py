@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -14,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lf_tuner.cli import cli
+from lf_tuner.errors import BadValue
 from lf_tuner.sweep import SpecError, parse_spec
 from lf_tuner.sweep.space import eval_expr, grid_points, grid_size, preview
 
@@ -230,20 +230,20 @@ def test_example_spec_is_valid() -> None:
 def test_gpu_slots_group_gpus_per_trial(monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    import lf_tuner.gpus
+    import lf_tuner.train.gpus
     from lf_tuner.sweep.slots import gpu_slots
 
     gpus = [SimpleNamespace(index=i) for i in (2, 3, 5, 7, 8)]
-    monkeypatch.setattr(lf_tuner.gpus, "detect_gpus", lambda select=None: gpus)
+    monkeypatch.setattr(lf_tuner.train.gpus, "detect_gpus", lambda select=None: gpus)
     assert gpu_slots(None, 1) == ["2", "3", "5", "7", "8"]
     assert gpu_slots(None, 2) == ["2,3", "5,7"]
     assert gpu_slots("cpu", 2) == ["cpu"]
-    with pytest.raises(click.BadParameter, match="gpus_per_trial is 8 but only 5 GPU"):
+    with pytest.raises(BadValue, match="gpus_per_trial is 8 but only 5 GPU"):
         gpu_slots(None, 8)
-    monkeypatch.setattr(lf_tuner.gpus, "detect_gpus", lambda select=None: [])
+    monkeypatch.setattr(lf_tuner.train.gpus, "detect_gpus", lambda select=None: [])
     assert gpu_slots(None, 1) == ["cpu"]
     assert gpu_slots("0,1", 1) == ["0", "1"]  # no NVML here: listed indices taken as they are
-    with pytest.raises(click.BadParameter, match="no GPU is visible"):
+    with pytest.raises(BadValue, match="no GPU is visible"):
         gpu_slots("2", 1)
 
 

@@ -10,6 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from lf_tuner.cli import cli
+from lf_tuner.config.render import render_deepspeed
 from lf_tuner.config.schema import load_schema
 from lf_tuner.config.validate import (
     Problem,
@@ -17,7 +18,6 @@ from lf_tuner.config.validate import (
     validate_deepspeed_dict,
     validate_many_with_llamafactory,
 )
-from lf_tuner.render import render_deepspeed
 from tests.conftest import requires_llamafactory
 from tests.test_render import CASES, golden_render
 
@@ -207,7 +207,7 @@ def test_every_golden_config_passes_llamafactory_parser() -> None:
 def test_shipped_schema_matches_installed_llamafactory() -> None:
     from lf_tuner.config.schema import SCHEMA_RESOURCE, build_schema, schema_json
 
-    shipped = (Path(__file__).parent.parent / "lf_tuner" / "data" / SCHEMA_RESOURCE).read_text()
+    shipped = (Path(__file__).parent.parent / "lf_tuner" / "config" / SCHEMA_RESOURCE).read_text()
     assert schema_json(build_schema()) == shipped, "stale schema: run scripts/gen_schema.py"
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from lf_tuner import __version__
+from lf_tuner.errors import BadValue, LfTunerError
 
 # command name -> module under lf_tuner.cli that defines `command`
 COMMANDS: dict[str, str] = {
@@ -23,6 +26,41 @@ COMMANDS: dict[str, str] = {
     "sweep": "sweep",
     "report": "report",
 }
+
+
+def _click_error(exc: LfTunerError) -> click.ClickException:
+    """The one place where the core's errors become click's messages and exit codes."""
+    if isinstance(exc, BadValue):
+        return click.BadParameter(exc.message, param_hint=exc.param)
+    return _ConfigError(exc.message)
+
+
+class _ConfigError(click.ClickException):
+    exit_code = LfTunerError.exit_code
+
+
+def _mapping_errors(callback: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(callback)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except LfTunerError as exc:
+            raise _click_error(exc) from None
+
+    return wrapper
+
+
+def _map_errors(command: click.Command) -> click.Command:
+    """Wrap the command's callbacks (and its subcommands') so core errors reach the user as click errors.
+
+    The callback runs inside click's own context, so a bad value is shown with the command's usage line.
+    """
+    if command.callback is not None and not getattr(command.callback, "__wrapped__", None):
+        command.callback = _mapping_errors(command.callback)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _map_errors(sub)
+    return command
 
 
 class LazyGroup(click.Group):
@@ -45,7 +83,7 @@ class LazyGroup(click.Group):
                 return None  # not built yet
             raise
         command: click.Command = module.command
-        return command
+        return _map_errors(command)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

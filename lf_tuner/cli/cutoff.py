@@ -54,9 +54,11 @@ def command(data: Path | None, dataset: str | None, dataset_dir: Path | None, co
     lf-tuner cutoff --config train.yaml --json
     lf-tuner cutoff data.jsonl --tiktoken o200k_base --template qwen3 --drop-longer-than 4096 --output short.jsonl
     """
-    from lf_tuner import cutoff_report as core
-    from lf_tuner import lengths
     from lf_tuner.chat import template_names
+    from lf_tuner.config.files import load_mapping
+    from lf_tuner.lengths import measure as lengths
+    from lf_tuner.lengths import report as core
+    from lf_tuner.memory import lora_vram_gib
 
     if list_templates:
         click.echo("\n".join(template_names()))
@@ -67,7 +69,7 @@ def command(data: Path | None, dataset: str | None, dataset_dir: Path | None, co
         raise click.UsageError("pass --tokenizer or --tiktoken, not both")
     if sum(x is not None for x in (data, dataset, config_path)) != 1 and not (config_path and dataset):
         raise click.UsageError("pass a data file, --dataset NAME --dataset-dir DIR, or --config train.yaml")
-    cfg = core.read_config(config_path) if config_path else {}
+    cfg = load_mapping(config_path) if config_path else {}
     model = model or cfg.get("model_name_or_path")
     if data is not None and not data.exists():
         raise click.BadParameter(f"{data} does not exist", param_hint="DATA")
@@ -85,7 +87,8 @@ def command(data: Path | None, dataset: str | None, dataset_dir: Path | None, co
     )
     rec = lengths.recommend(list(m.total), percentile_=percentile, multiple=multiple,
                             max_positions=lengths.model_max_positions(model))  # fmt: skip
-    result = core.build_report(m, rec, template=tpl.name, counter=counter, cfg=cfg, model=model)
+    vram = lora_vram_gib(model, cfg, rec.cutoff)
+    result = core.build_report(m, rec, template=tpl.name, counter=counter, cfg=cfg, vram_gib=vram)
     if plot:
         lengths.plot(m, rec, str(plot))
     if output and drop_longer_than:

@@ -56,7 +56,7 @@ def torch_info() -> dict[str, Any]:
 
 
 def gather() -> dict[str, Any]:
-    from lf_tuner.gpus import detect_gpus
+    from lf_tuner.train.gpus import detect_gpus
 
     versions = {"python": platform.python_version(), **{d: _version(d) for d in PACKAGES}}
     gpus = [

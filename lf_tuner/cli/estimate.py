@@ -13,17 +13,17 @@ from rich.table import Table
 
 from lf_tuner.cli._common import console, load_yaml_mapping
 from lf_tuner.errors import LfTunerError
-from lf_tuner.fit import report_fit, targets
 from lf_tuner.memory import (
     ATTENTIONS,
     DEEPSPEED,
     GIB,
     METHODS,
+    Budget,
     Estimate,
     TrainSetup,
     estimate,
-    fit_changes,
     max_cutoff,
+    report_fit,
     setup_from_config,
 )
 from lf_tuner.models import resolve_model
@@ -160,22 +160,31 @@ def command(
         raise click.BadParameter(f"must be positive, got {gpu_memory}", param_hint="--gpu-memory")
     setup = gather_setup(config, model, flags)
     est = estimate(setup)
-    gpus = targets(gpu_memory)
+    gpus = budgets(gpu_memory)
     result: dict[str, Any] = est.as_dict()
     if want_max_cutoff and gpus:
-        result["max_cutoff"] = min(max_cutoff(setup, g["budget_bytes"]) for g in gpus)
+        result["max_cutoff"] = min(max_cutoff(setup, g.budget_bytes) for g in gpus)
     elif want_max_cutoff:
         raise click.UsageError("--max-cutoff needs a GPU: pass --gpu-memory GIB")
-    fit = report_fit(est, gpus, fit_changes) if gpus else None
+    fit = report_fit(est, gpus) if gpus else None
     if fit:
-        result.update(fit)
+        result.update(fit.as_dict())
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
     out = console()
     out.print(render_table(est))
     if fit:
-        for line in fit["lines"]:
+        for line in fit.lines:
             out.print(line)
     if "max_cutoff" in result:
         out.print(f"largest cutoff_len that fits: {result['max_cutoff']}")
+
+
+def budgets(gpu_memory_gib: float | None) -> list[Budget]:
+    """What to check against: --gpu-memory, else every detected GPU's free memory."""
+    if gpu_memory_gib is not None:
+        return [Budget(f"{gpu_memory_gib:g} GiB GPU", int(gpu_memory_gib * GIB))]
+    from lf_tuner.train.gpus import detect_gpus, gpu_budgets
+
+    return gpu_budgets(detect_gpus())

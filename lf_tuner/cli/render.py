@@ -8,9 +8,7 @@ from pathlib import Path
 import click
 
 from lf_tuner.config.presets import METHODS
-from lf_tuner.config.validate import check_config, problems_error
-from lf_tuner.errors import LfTunerError
-from lf_tuner.render import (
+from lf_tuner.config.render import (
     DEEPSPEED_CHOICES,
     Rendered,
     deepspeed_filename,
@@ -21,6 +19,9 @@ from lf_tuner.render import (
     render_train_config,
     with_changes,
 )
+from lf_tuner.config.validate import check_config, problems_error
+from lf_tuner.errors import LfTunerError
+from lf_tuner.train.gpus import smallest_gpu_gib
 
 
 def _cutoff(value: str | None) -> int | str | None:
@@ -39,7 +40,7 @@ def _refuse_existing(paths: list[Path], force: bool) -> None:
 
 def _gpus(gpu_memory: float | None, gpus: int | None) -> tuple[int, int]:
     """(bytes per GPU, GPU count) from the flags or the detected GPUs."""
-    from lf_tuner.gpus import detect_gpus
+    from lf_tuner.train.gpus import detect_gpus
 
     found = detect_gpus()
     if gpu_memory is None and not found:
@@ -128,6 +129,7 @@ def command(
         overrides=list(overrides),
         data_size=data_size,
         gpu_memory_gib=gpu_memory,
+        detect_gpu_gib=smallest_gpu_gib,
         explain=explain,
     )
     messages: list[str] = []
@@ -147,7 +149,7 @@ def command(
         for note in rendered.notes:
             click.echo(f"why: {note}", err=True)
     if slurm is not None and output is not None:
-        from lf_tuner.slurm import render_slurm_script
+        from lf_tuner.train.slurm import render_slurm_script
 
         script = render_slurm_script(str(output.resolve()), nnodes=nnodes, gpus_per_node=gpus or 1)
         slurm.write_text(script, encoding="utf-8")

@@ -9,8 +9,10 @@ from typing import Any
 
 import click
 
-from lf_tuner import launch, preflight, runs
 from lf_tuner.cli._common import load_yaml_mapping
+from lf_tuner.train import preflight, runner
+from lf_tuner.train import records as runs
+from lf_tuner.train.watch import LOG_NAME
 
 RENDER_OPTIONS = ("preset", "model", "dataset", "dataset_dir", "template", "method", "output_dir", "cutoff")
 LAUNCH_OPTIONS = ("nnodes", "node_rank", "master_addr", "master_port", "ray_workers")
@@ -111,10 +113,10 @@ def command(config: Path | None, overrides: tuple[str, ...], **o: Any) -> None:
 
 def _run(plan: preflight.Plan, o: dict[str, Any]) -> None:
     """Start the child (with OOM retries) showing its progress, record the run, and exit as it ended."""
-    from lf_tuner.progress import ProgressView
+    from lf_tuner.cli.progress import ProgressView
 
     record_path = runs.record_path(plan.output_dir, plan.node_rank)
-    log_path = plan.output_dir / launch.LOG_NAME
+    log_path = plan.output_dir / LOG_NAME
     if o["overwrite"]:
         record_path.unlink(missing_ok=True)
     started = runs.now_iso()
@@ -122,7 +124,7 @@ def _run(plan: preflight.Plan, o: dict[str, Any]) -> None:
     _say(f"lf-tuner: {' '.join(f'{k}={v}' for k, v in cmd.env.items())} {' '.join(cmd.argv)}")
     _say(f"lf-tuner: output in {log_path}")
     with ProgressView(sys.stderr) as view:
-        attempts, changes = launch.run_with_retries(
+        attempts, changes = runner.run_with_retries(
             plan.cfg,
             cmd,
             write_config=plan.write_config,
@@ -134,7 +136,7 @@ def _run(plan: preflight.Plan, o: dict[str, Any]) -> None:
             on_retry=lambda n, change: _say(f"out of memory; retry {n}: {change}"),
             echo=sys.stderr if o["verbose"] else None,
         )
-    record = runs.build_record(plan, attempts, changes, log_path=log_path, started_at=started)
+    record = runner.build_record(plan, attempts, changes, log_path=log_path, started_at=started)
     runs.save_record(record, record_path)
     if o["as_json"]:
         click.echo(json.dumps(record.model_dump(mode="json"), indent=2))

@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 
 from lf_tuner.cli._common import console
-from lf_tuner.runs import STATUSES, list_runs
+from lf_tuner.train.records import STATUSES, list_runs
 
 
 def _num(value: Any, fmt: str) -> str:

@@ -5,39 +5,40 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import click
 import yaml
+
+from lf_tuner.errors import BadValue
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def parse_override(item: str) -> tuple[str, Any, bool]:
-    """(key, value, remove) for one override item; click.BadParameter (exit 2) when malformed."""
+    """(key, value, remove) for one override item; BadValue (exit 2) when malformed."""
     text = item.strip()
     if text.startswith("~"):
         key = text[1:].strip()
         if not _KEY.match(key):
-            raise click.BadParameter(
-                f"`{item}`: `~` must be followed by a key name, e.g. `~val_size`", param_hint="override"
+            raise BadValue(
+                f"`{item}`: `~` must be followed by a key name, e.g. `~val_size`", param="override"
             )
         return key, None, True
     if "=" not in text:
-        raise click.BadParameter(
-            f"`{item}` is not `key=value` or `~key`; write e.g. `learning_rate=1e-4`", param_hint="override"
+        raise BadValue(
+            f"`{item}` is not `key=value` or `~key`; write e.g. `learning_rate=1e-4`", param="override"
         )
     key, raw = text.split("=", 1)
     key = key.strip()
     if not _KEY.match(key):
-        raise click.BadParameter(
-            f"`{item}`: `{key}` is not a key name; write e.g. `learning_rate=1e-4`", param_hint="override"
+        raise BadValue(
+            f"`{item}`: `{key}` is not a key name; write e.g. `learning_rate=1e-4`", param="override"
         )
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         problem = str(exc).splitlines()[0]
-        raise click.BadParameter(
+        raise BadValue(
             f"`{item}`: the value is not valid YAML ({problem}); quote it, e.g. {key}='...'",
-            param_hint="override",
+            param="override",
         ) from exc
     return key, _yaml11_floats(value, raw.strip()), False
 
@@ -59,9 +60,9 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         key, value, remove = parse_override(item)
         if remove:
             if key not in result:
-                raise click.BadParameter(
+                raise BadValue(
                     f"`{item}`: `{key}` is not in the config, so there is nothing to remove",
-                    param_hint="override",
+                    param="override",
                 )
             del result[key]
         else:

@@ -1,12 +1,11 @@
 """Preset files: strict schema, lookup tables by method / GPU memory / data size, and loading.
 
-A preset is a YAML file in `lf_tuner/presets/` (or any path given to `--preset`) that begins
+A preset is a YAML file in `presets/` (or any path given to `--preset`) that begins
 with a comment showing the command that uses it. Unknown keys are errors, never ignored.
 """
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lf_tuner.config.schema import load_schema
 from lf_tuner.errors import LfTunerError, did_you_mean
+from lf_tuner.resources import shipped
 
 Method = Literal["lora", "qlora", "freeze", "full"]
 METHODS: tuple[str, ...] = ("lora", "qlora", "freeze", "full")
@@ -162,7 +162,7 @@ def data_class(samples: int) -> str:
 
 
 def builtin_names() -> list[str]:
-    root = resources.files("lf_tuner.presets")
+    root = shipped("presets")
     return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -172,7 +172,7 @@ def builtin_text(name: str) -> str:
             f"preset: unknown preset `{name}`;{did_you_mean(name, builtin_names())} "
             "list them with `lf-tuner presets ls`, or pass a preset file path"
         )
-    return resources.files("lf_tuner.presets").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+    return shipped("presets").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
 
 
 def _looks_like_path(spec: str) -> bool:

@@ -67,7 +67,8 @@ def load_base_config(spec: SweepSpec, spec_dir: Path, sweep_dir: Path) -> dict[s
 
             return apply_overrides(cfg, spec.overrides)
         return dict(cfg)
-    from lf_tuner.render import render_train_config
+    from lf_tuner.config.render import render_train_config
+    from lf_tuner.train.gpus import smallest_gpu_gib
 
     assert spec.render is not None and spec.preset is not None
     r = spec.render
@@ -83,6 +84,7 @@ def load_base_config(spec: SweepSpec, spec_dir: Path, sweep_dir: Path) -> dict[s
         overrides=list(spec.overrides),
         data_size=r.data_size,
         gpu_memory_gib=r.gpu_memory_gib,
+        detect_gpu_gib=smallest_gpu_gib,
     )
     return dict(rendered.config)
 

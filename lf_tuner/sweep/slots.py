@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import click
+from lf_tuner.errors import BadValue
 
 
 def gpu_slots(gpus: str | None, per_trial: int) -> list[str]:
     """The device sets trials run on: `cpu`, or consecutive groups of per_trial GPU indices."""
     if gpus is not None and gpus.strip().lower() == "cpu":
         return ["cpu"]
-    from lf_tuner.gpus import detect_gpus
+    from lf_tuner.train.gpus import detect_gpus
 
     ids = [str(g.index) for g in detect_gpus(gpus)]
     if not ids:
@@ -17,14 +17,12 @@ def gpu_slots(gpus: str | None, per_trial: int) -> list[str]:
             return ["cpu"]
         listed = [g.strip() for g in gpus.split(",") if g.strip()]
         if "," not in gpus or not all(g.isdigit() for g in listed):
-            raise click.BadParameter(
-                f"no GPU is visible to select `{gpus}` from; use `--gpus cpu`", param_hint="--gpus"
-            )
+            raise BadValue(f"no GPU is visible to select `{gpus}` from; use `--gpus cpu`", param="--gpus")
         ids = listed  # no NVML here (e.g. a login node): take the listed indices as they are
     if len(ids) < per_trial:
-        raise click.BadParameter(
+        raise BadValue(
             f"gpus_per_trial is {per_trial} but only {len(ids)} GPU(s) are selected ({','.join(ids)}); "
             "select more with --gpus or lower gpus_per_trial",
-            param_hint="--gpus",
+            param="--gpus",
         )
     return [",".join(ids[i : i + per_trial]) for i in range(0, len(ids) - per_trial + 1, per_trial)]

@@ -9,19 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lf_tuner.errors import LfTunerError
-
 if TYPE_CHECKING:
-    from lf_tuner.datasets import DatasetAttr
-    from lf_tuner.lengths import Measurement, Recommendation
-    from lf_tuner.tokenize import TokenCounter
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """A LLaMA-Factory train YAML (`--config`): dataset, dataset_dir, template, model, cutoff_len."""
-    from lf_tuner.config.files import load_mapping
-
-    return load_mapping(path)
+    from lf_tuner.data.datasets import DatasetAttr
+    from lf_tuner.lengths.counters import TokenCounter
+    from lf_tuner.lengths.measure import Measurement, Recommendation
 
 
 def resolve_data(
@@ -29,8 +20,8 @@ def resolve_data(
 ) -> list[DatasetAttr]:
     """The datasets to measure: one file (`data`, which must exist), or names (`dataset`, else the config's)
     looked up in dataset_info.json. `fmt` overrides the detected or registered format."""
-    from lf_tuner.datasets import attr_for_file, resolve_datasets
-    from lf_tuner.lengths import config_datasets
+    from lf_tuner.data.datasets import attr_for_file, resolve_datasets
+    from lf_tuner.lengths.measure import config_datasets
 
     if data is not None:
         return [attr_for_file(data, fmt)]  # type: ignore[arg-type]
@@ -61,7 +52,7 @@ def token_counter(
 
     None when there is none to load (the model is not a local directory and neither was given).
     """
-    from lf_tuner.tokenize import load_hf_tokenizer, load_tiktoken
+    from lf_tuner.lengths.counters import load_hf_tokenizer, load_tiktoken
 
     if tiktoken_spec:
         return load_tiktoken(tiktoken_spec)
@@ -72,22 +63,6 @@ def token_counter(
     return load_hf_tokenizer(tokenizer)
 
 
-def lora_vram_gib(model: str | None, cfg: dict[str, Any], cutoff: int) -> float | None:
-    """LoRA VRAM at the cutoff from lf_tuner.memory, or None when it or the model is unavailable."""
-    if not model:
-        return None
-    try:
-        from lf_tuner.memory import estimate, setup_from_config
-    except ImportError:
-        return None
-    run = {"finetuning_type": "lora", "per_device_train_batch_size": 1, "bf16": True, **cfg}
-    run.update(model_name_or_path=str(model), cutoff_len=cutoff)
-    try:
-        return float(estimate(setup_from_config(run)).total_gib)
-    except LfTunerError:
-        return None
-
-
 def build_report(
     m: Measurement,
     rec: Recommendation,
@@ -95,20 +70,19 @@ def build_report(
     template: str,
     counter: Any,
     cfg: dict[str, Any],
-    model: str | None,
+    vram_gib: float | None,
 ) -> dict[str, Any]:
     """The `--json` object: lengths.report, what was counted with, what the config's cutoff_len truncates, and
-    the LoRA VRAM at the recommended cutoff when the model is known."""
-    from lf_tuner.lengths import report
+    the LoRA VRAM at the recommended cutoff (`vram_gib`) when the model is known."""
+    from lf_tuner.lengths.measure import report
 
     result = report(m, rec)
     result.update(template=template, tokenizer=counter.label, approximate=counter.approximate)
     if cfg.get("cutoff_len"):
         result["config_cutoff_len"] = int(cfg["cutoff_len"])
         result["config_truncated"] = sum(1 for t in m.total if t > int(cfg["cutoff_len"]))
-    vram = lora_vram_gib(model, cfg, rec.cutoff)
-    if vram is not None:
-        result["lora_vram_gib"] = round(vram, 2)
+    if vram_gib is not None:
+        result["lora_vram_gib"] = round(vram_gib, 2)
     return result
 
 
@@ -117,7 +91,7 @@ def drop_longer(attr: DatasetAttr, m: Measurement, limit: int, output: Path, for
 
     `m` must come from `measure(..., keep_rows=True)`.
     """
-    from lf_tuner.datasets import write_filtered
+    from lf_tuner.data.datasets import write_filtered
 
     rows = m.row_lengths[attr.name]
     dropped = sum(1 for n in rows if n > limit)
@@ -129,7 +103,7 @@ def human_lines(
     m: Measurement, rec: Recommendation, result: dict[str, Any], attrs: list[DatasetAttr]
 ) -> list[str]:
     """The text report: datasets, tokenizer, statistics table, histogram, the recommendation and its costs."""
-    from lf_tuner.lengths import histogram, stats_table
+    from lf_tuner.lengths.measure import histogram, stats_table
 
     lines = [f"dataset   {attr.describe()}" for attr in attrs]
     approx = "  (APPROXIMATE: not the model's tokenizer)" if result["approximate"] else ""

@@ -7,19 +7,27 @@ people go through a `say` callback or come back as data, and problems are raised
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
-
-from lf_tuner import launch, runs
-from lf_tuner.errors import LfTunerError
+from lf_tuner.errors import BadValue, LfTunerError
+from lf_tuner.train import records
+from lf_tuner.train.command import (
+    DEFAULT_MASTER_PORT,
+    Command,
+    build_command,
+    staged_path,
+    uses_torchrun,
+    write_config,
+)
+from lf_tuner.train.gpus import gpu_summary
 
 if TYPE_CHECKING:
-    from lf_tuner.gpus import GpuInfo
+    from lf_tuner.train.gpus import GpuInfo
 
 INSTALL_HINT = (
     "install it with `pip install 'lf-tuner[train]'` (llamafactory==0.9.5) or pass --llamafactory-cli PATH"
@@ -61,11 +69,13 @@ def load_config(
         from lf_tuner.config.overrides import apply_overrides
 
         return apply_overrides(base, overrides)
-    from lf_tuner.render import render_train_config
+    from lf_tuner.config.render import render_train_config
+    from lf_tuner.train.gpus import smallest_gpu_gib
 
-    return dict(
-        render_train_config(**render, overrides=overrides, data_size=None, gpu_memory_gib=None).config
+    rendered = render_train_config(
+        **render, overrides=overrides, data_size=None, gpu_memory_gib=None, detect_gpu_gib=smallest_gpu_gib
     )
+    return dict(rendered.config)
 
 
 def choose_gpus(
@@ -73,7 +83,7 @@ def choose_gpus(
 ) -> tuple[list[GpuInfo], list[str]]:
     """(the selected GPUs, notes for the user). A CPU run gets [] and is marked in `cfg` (use_cpu, no bf16).
 
-    `select` is the `--gpus` value; like `gpus.select_gpus`, a bad one is a `click.BadParameter` for `--gpus`.
+    `select` is the `--gpus` value; like `gpus.select_gpus`, a bad one is a `BadValue` for `--gpus`.
     Without a GPU, only planning (`--dry-run`, `--slurm-script`) may go on.
     """
     notes: list[str] = []
@@ -85,11 +95,11 @@ def choose_gpus(
                 notes.append(f"note: {key}: true -> false (CPU run)")
     if cfg.get("use_cpu"):
         if select not in (None, "cpu"):
-            raise click.BadParameter(
-                "the config sets use_cpu: true; drop --gpus or pass --set use_cpu=false", param_hint="--gpus"
+            raise BadValue(
+                "the config sets use_cpu: true; drop --gpus or pass --set use_cpu=false", param="--gpus"
             )
         return [], notes
-    from lf_tuner.gpus import detect_gpus
+    from lf_tuner.train.gpus import detect_gpus
 
     gpus = detect_gpus(select)
     if not gpus and not planning:
@@ -105,7 +115,7 @@ def check_fit(
 ) -> dict[str, Any] | None:
     """The estimate as a dict (None when there is none). When it exceeds a GPU's free memory: apply the first
     change that fits (`fit`, to `cfg` in place), go on anyway (`force`), or raise."""
-    from lf_tuner.memory import GIB, estimate, fit_changes, setup_from_config
+    from lf_tuner.memory import estimate, setup_from_config
 
     try:
         est = estimate(setup_from_config(cfg, gpus=max(1, len(gpus))))
@@ -114,22 +124,19 @@ def check_fit(
         return None
     if not gpus:
         return est.as_dict()
-    from lf_tuner.fit import report_fit
+    from lf_tuner.memory import report_fit
+    from lf_tuner.train.gpus import gpu_budgets
 
-    targets = [
-        {"name": f"GPU {g.index} ({g.name}, {g.free_bytes / GIB:.1f} GiB free)", "budget_bytes": g.free_bytes}
-        for g in gpus
-    ]
-    report = report_fit(est, targets, fit_changes)
-    if report["fits"]:
+    report = report_fit(est, gpu_budgets(gpus))
+    if report.fits:
         return est.as_dict()
     say(f"estimated peak {est.total_gib:.2f} GiB per GPU")
-    for line in report["lines"]:
+    for line in report.lines:
         say(line)
-    if fit and report["changes"]:
-        change = report["changes"][0]
-        cfg.update(change["overrides"])
-        say(f"--fit: applied `{change['change']}`")
+    if fit and report.changes:
+        change = report.changes[0]
+        cfg.update(change.overrides)
+        say(f"--fit: applied `{change.description}`")
         return check_fit(cfg, gpus, fit=False, force=force, say=say)
     if force:
         say("--force: running anyway")
@@ -152,7 +159,7 @@ def prepare_output_dir(
         raise LfTunerError("output_dir: missing; set it in the config or pass --set output_dir=DIR")
     out = Path(str(cfg["output_dir"])).expanduser()
     ignore = [config] if config is not None else []
-    state = launch.output_dir_state(out, ignore=ignore) if rank == 0 else "empty"
+    state = output_dir_state(out, ignore=ignore) if rank == 0 else "empty"
     if resume:
         if state != "checkpoint" and rank == 0:
             raise LfTunerError(f"output_dir: {out} has no checkpoint-* to resume from; drop --resume")
@@ -175,7 +182,7 @@ def check_config(cfg: dict[str, Any]) -> None:
     """Raise one error listing every schema problem and every missing file (model, data, DeepSpeed JSON)."""
     from lf_tuner.config.validate import check_config as check_schema
 
-    problems = [str(p) for p in check_schema(cfg, use_llamafactory=False)] + launch.local_problems(cfg)
+    problems = [str(p) for p in check_schema(cfg, use_llamafactory=False)] + local_problems(cfg)
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
         raise LfTunerError(f"config has {len(problems)} {noun}:\n" + "\n".join(dict.fromkeys(problems)))
@@ -197,7 +204,7 @@ class Plan:
     """What preflight decided: the config and where it goes, the command, the GPUs and the estimate."""
 
     cfg: dict[str, Any]
-    command: launch.Command
+    command: Command
     config_path: Path  # kept in output_dir
     staged_path: Path  # the path the child is given (a copy elsewhere when torchrun would split config_path)
     output_dir: Path
@@ -208,7 +215,7 @@ class Plan:
 
     def write_config(self, cfg: Mapping[str, Any]) -> None:
         """Write `cfg` where the plan keeps it, and where the child reads it."""
-        launch.write_config(cfg, self.config_path, self.staged_path)
+        write_config(cfg, self.config_path, self.staged_path)
 
     def as_dict(self) -> dict[str, Any]:
         """What `--dry-run --json` prints."""
@@ -216,14 +223,14 @@ class Plan:
             "config_path": str(self.config_path),
             "argv": self.command.argv,
             "env": self.command.env,
-            "gpus": [runs.gpu_summary(g) for g in self.gpus],
+            "gpus": [gpu_summary(g) for g in self.gpus],
             "estimate": self.estimate,
             "output_dir": str(self.output_dir),
         }
 
     def describe(self) -> list[str]:
         """What `--dry-run` prints: GPUs, estimate, config, env and argv, one line each."""
-        shown = [runs.gpu_summary(g) for g in self.gpus]
+        shown = [gpu_summary(g) for g in self.gpus]
         gpus = ", ".join(f"{g['index']} {g['name']} ({g['free_gib']:.1f} GiB free)" for g in shown)
         staged = f" (staged as {self.staged_path})" if self.staged_path != self.config_path else ""
         env = " ".join(f"{k}={v}" for k, v in self.command.env.items())
@@ -255,12 +262,12 @@ def make_plan(
     cpu = bool(cfg.get("use_cpu"))
     ids = gpu_ids(gpus, select, cpu=cpu)
     deepspeed = bool(cfg.get("deepspeed"))
-    torchrun = launch.uses_torchrun(
+    torchrun = uses_torchrun(
         num_gpus=len(ids), deepspeed=deepspeed, nnodes=nnodes, ray=ray_workers is not None
     )
-    kept = runs.config_path(output_dir, node_rank)
-    staged = launch.staged_path(kept, torchrun=torchrun)
-    command = launch.build_command(
+    kept = records.config_path(output_dir, node_rank)
+    staged = staged_path(kept, torchrun=torchrun)
+    command = build_command(
         str(staged),
         cli=cli,
         gpus=ids or None,
@@ -290,7 +297,7 @@ def write_slurm(
 
     GPUs per node: the count in `--gpus N` (`select`), else the GPUs found here (at least 1).
     """
-    from lf_tuner.slurm import render_slurm_script
+    from lf_tuner.train.slurm import render_slurm_script
 
     if path.exists() and not force:
         raise LfTunerError(f"slurm_script: {path} exists; pass --force to replace it")
@@ -299,7 +306,109 @@ def write_slurm(
         str(kept.absolute()),
         nnodes=nnodes,
         gpus_per_node=per_node,
-        master_port=master_port or launch.DEFAULT_MASTER_PORT,
+        master_port=master_port or DEFAULT_MASTER_PORT,
     )
-    launch.write_config(cfg, kept)
+    write_config(cfg, kept)
     path.write_text(script, encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------- preflight
+
+
+def local_problems(cfg: Mapping[str, Any], *, cwd: Path | None = None) -> list[str]:
+    """`key: message` lines for what the config points at but is not there (model, datasets, DeepSpeed file).
+
+    LLaMA-Factory resolves relative paths against the working directory, so these checks do too.
+    """
+    base = cwd or Path.cwd()
+    problems: list[str] = []
+    model = cfg.get("model_name_or_path")
+    if not model:
+        problems.append("model_name_or_path: missing; set it to a model directory or a Hugging Face id")
+    else:
+        text = str(model)
+        path = Path(text).expanduser()
+        path = path if path.is_absolute() else base / path
+        looks_local = text.startswith((".", "/", "~")) or text.count("/") != 1
+        if looks_local and not path.exists():
+            problems.append(
+                f"model_name_or_path: {text} does not exist; point it at a model directory or a hub id"
+            )
+        elif path.is_dir() and not (path / "config.json").is_file():
+            problems.append(
+                f"model_name_or_path: {text} has no config.json; is it a Hugging Face model directory?"
+            )
+    problems.extend(_dataset_problems(cfg, base))
+    deepspeed = cfg.get("deepspeed")
+    if isinstance(deepspeed, str) and deepspeed:
+        ds_path = Path(deepspeed).expanduser()
+        ds_path = ds_path if ds_path.is_absolute() else base / ds_path
+        if not ds_path.is_file():
+            problems.append(
+                f"deepspeed: {deepspeed} does not exist; `lf-tuner render` writes the DeepSpeed JSON"
+            )
+    if cfg.get("use_cpu") and (cfg.get("bf16") or cfg.get("fp16") or cfg.get("pure_bf16")):
+        problems.append(
+            "bf16: mixed precision needs a GPU; set bf16: false (and fp16: false) with use_cpu: true"
+        )
+    return problems
+
+
+def _dataset_problems(cfg: Mapping[str, Any], base: Path) -> list[str]:
+    names: list[tuple[str, str]] = []
+    for key in ("dataset", "eval_dataset"):
+        value = cfg.get(key)
+        items = value if isinstance(value, list) else str(value).split(",") if value else []
+        names.extend((key, str(item).strip()) for item in items if str(item).strip())
+    if not cfg.get("dataset") and cfg.get("do_train", True):
+        return ["dataset: missing; name the dataset(s) registered in dataset_info.json"]
+    dataset_dir = str(cfg.get("dataset_dir", "data"))
+    if dataset_dir == "ONLINE" or dataset_dir.startswith("REMOTE:"):
+        return []
+    directory = Path(dataset_dir).expanduser()
+    directory = directory if directory.is_absolute() else base / directory
+    info_path = directory / "dataset_info.json"
+    if not info_path.is_file():
+        return [f"dataset_dir: {info_path} does not exist; register your data there (see `lf-tuner render`)"]
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return [f"dataset_dir: {info_path} is not valid JSON ({exc})"]
+    if not isinstance(info, dict):
+        return [f"dataset_dir: {info_path} must map dataset names to their description"]
+    problems: list[str] = []
+    from lf_tuner.errors import did_you_mean
+
+    for key, name in names:
+        entry = info.get(name)
+        if entry is None:
+            problems.append(
+                f"{key}: `{name}` is not in {info_path};{did_you_mean(name, info) or ' add it there'}"
+            )
+            continue
+        if not isinstance(entry, dict):
+            problems.append(f"{key}: `{name}` in {info_path} must be a mapping with file_name or hf_hub_url")
+            continue
+        remote = any(
+            entry.get(k) for k in ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
+        )
+        file_name = entry.get("file_name")
+        if not remote and file_name and not (directory / str(file_name)).exists():
+            problems.append(f"{key}: `{name}` points at {directory / str(file_name)}, which does not exist")
+    return problems
+
+
+OutputState = str  # "empty" | "checkpoint" | "nonempty"
+
+
+def output_dir_state(output_dir: Path, *, ignore: Sequence[Path] = ()) -> OutputState:
+    """'empty' (or missing), 'checkpoint' (holds checkpoint-*), or 'nonempty'."""
+    if not output_dir.is_dir():
+        return "empty"
+    ignored = {p.resolve() for p in ignore}
+    entries = [p for p in output_dir.iterdir() if p.resolve() not in ignored]
+    if not entries:
+        return "empty"
+    if any(p.is_dir() and p.name.startswith("checkpoint-") for p in entries):
+        return "checkpoint"
+    return "nonempty"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 import shlex
-from importlib import resources
 
 import jinja2
 
 from lf_tuner.errors import LfTunerError
+from lf_tuner.resources import shipped
 
 _JOB_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -41,9 +41,7 @@ def render_slurm_script(
             "apart; move the config to a path without spaces"
         )
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-    template = env.from_string(
-        resources.files("lf_tuner.templates").joinpath("slurm.sh.j2").read_text("utf-8")
-    )
+    template = env.from_string(shipped("templates").joinpath("slurm.sh.j2").read_text("utf-8"))
     return template.render(
         config_path=shlex.quote(config_path),
         cli=shlex.quote(cli),

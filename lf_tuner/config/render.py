@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from lf_tuner.config.schema import load_schema
 from lf_tuner.config.validate import problems_error, validate_config
 from lf_tuner.errors import LfTunerError
 from lf_tuner.models import ModelArch, resolve_model
+from lf_tuner.resources import shipped
 
 DEFAULT_PRESET = "default"
 DEEPSPEED_CHOICES = ("z2", "z2_offload", "z3", "z3_offload")
@@ -94,7 +95,7 @@ def yaml_scalar(value: Any) -> str:
 
 
 def _env() -> jinja2.Environment:
-    root = resources.files("lf_tuner.templates")
+    root = shipped("templates")
 
     def load(name: str) -> str | None:
         path = root
@@ -347,15 +348,6 @@ def _registered_count(name: str, dataset_dir: str) -> int | None:
 # --------------------------------------------------------------------------- lookups
 
 
-def _detected_gpu_gib() -> float | None:
-    try:
-        from lf_tuner.gpus import detect_gpus
-    except ImportError:
-        return None
-    gpus = detect_gpus()
-    return min(g.total_bytes for g in gpus) / 2**30 if gpus else None
-
-
 def _pick(
     value: Any, *, method: str, gpu_gib: float | None, samples: int | None, why: dict[str, str], key: str
 ) -> Any:
@@ -398,9 +390,13 @@ def render_train_config(
     overrides: list[str],
     data_size: int | None,
     gpu_memory_gib: float | None,
+    detect_gpu_gib: Callable[[], float | None] | None = None,
     explain: bool = False,
 ) -> Rendered:
-    """The training config for a preset and the command's options, checked against the schema."""
+    """The training config for a preset and the command's options, checked against the schema.
+
+    `detect_gpu_gib` gives the GPU size when the preset picks by GPU class and `gpu_memory_gib` is not given.
+    """
     preset_name, spec = load_preset(preset or DEFAULT_PRESET)
     method = method or spec.method
     if method not in METHODS:
@@ -449,7 +445,7 @@ def render_train_config(
 
     gpu_gib = gpu_memory_gib
     if gpu_gib is None and isinstance(spec.per_device_train_batch_size, ByGpu):
-        gpu_gib = _detected_gpu_gib()
+        gpu_gib = detect_gpu_gib() if detect_gpu_gib is not None else None
 
     pick_kw: dict[str, Any] = {"method": method, "gpu_gib": gpu_gib, "samples": samples, "why": why}
     lr = _pick(spec.learning_rate, key="learning_rate", **pick_kw)
@@ -544,10 +540,10 @@ def _auto_cutoff(cfg: dict[str, Any], pending: DatasetInfoUpdate | None) -> tupl
     import tempfile
 
     try:
-        from lf_tuner.lengths import measure_config_cutoff
+        from lf_tuner.lengths.measure import measure_config_cutoff
     except ImportError as exc:
         raise LfTunerError(
-            "cutoff: --cutoff auto needs lf_tuner.lengths, which is missing; pass --cutoff N"
+            "cutoff: --cutoff auto needs lf_tuner.lengths.measure, which is missing; pass --cutoff N"
         ) from exc
     if pending is None:
         value = measure_config_cutoff(cfg, percentile=95, multiple=128)

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from lf_tuner.chat.template import ChatTemplate, get_template
-from lf_tuner.datasets import DatasetAttr, Sample, convert, iter_rows, resolve_datasets
+from lf_tuner.data.datasets import DatasetAttr, Sample, convert, iter_rows, resolve_datasets
 from lf_tuner.errors import LfTunerError
-from lf_tuner.tokenize import TokenCounter, load_hf_tokenizer
+from lf_tuner.lengths.counters import TokenCounter, load_hf_tokenizer
 
 PERCENTILES = (50, 90, 95, 99)
 _PARALLEL_MIN_BYTES = 32 << 20  # smaller data is counted in this process: a pool costs more than it saves

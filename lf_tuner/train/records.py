@@ -11,20 +11,15 @@ import json
 import math
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lf_tuner.errors import LfTunerError
-
-if TYPE_CHECKING:
-    from lf_tuner.gpus import GpuInfo
-    from lf_tuner.launch import Attempt
-    from lf_tuner.preflight import Plan
 
 RECORD_NAME = "lf-tuner-run.json"
 CONFIG_NAME = "lf-tuner-config.yaml"
@@ -110,70 +105,6 @@ class RunRecord(BaseModel):
     ended_at: str
     retries: list[Retry] = []
     log_path: str
-
-
-def gpu_summary(gpu: GpuInfo) -> dict[str, Any]:
-    """A GPU as the plan and the record show it (GpuRecord's fields), sizes in GiB."""
-    return {
-        "index": gpu.index,
-        "name": gpu.name,
-        "total_gib": round(gpu.total_bytes / 2**30, 2),
-        "free_gib": round(gpu.free_bytes / 2**30, 2),
-    }
-
-
-def failure_reason(attempt: Attempt) -> str | None:
-    """Why a run did not complete, with what to try next; None when it completed."""
-    result = attempt.result
-    if attempt.status == "interrupted":
-        return f"stopped by signal {result.interrupted_by}"
-    if attempt.status == "diverged":
-        return f"{result.diverged}; lower learning_rate or check the data"
-    if attempt.status == "oom":
-        return "out of GPU memory; try --retry-oom 2, --fit, or a smaller cutoff_len / batch"
-    if attempt.status == "failed":
-        return f"llamafactory-cli exited with {attempt.exit_code}"
-    return None
-
-
-def build_record(
-    plan: Plan,
-    attempts: Sequence[Attempt],
-    changes: Sequence[tuple[str, dict[str, Any]]],
-    *,
-    log_path: Path,
-    started_at: str,
-) -> RunRecord:
-    """The record of a finished run: its plan, its attempts and OOM changes (`launch.run_with_retries`), and
-    the figures in the files it left. The hash is of the config the last attempt ran with."""
-    last = attempts[-1]
-    metrics = collect_metrics(
-        plan.output_dir,
-        last.result.trainer_log,
-        on_gpu=bool(plan.gpus),
-        nvml_peak_bytes=max((a.result.nvml_peak_bytes or 0 for a in attempts), default=0) or None,
-    )
-    return RunRecord(
-        status=cast(Status, last.status),
-        exit_code=last.exit_code,
-        reason=failure_reason(last),
-        config_hash=config_hash(last.cfg),
-        config_path=str(plan.config_path.absolute()),
-        output_dir=str(plan.output_dir.absolute()),
-        model=str(plan.cfg.get("model_name_or_path")),
-        argv=plan.command.argv,
-        env=plan.command.env,
-        gpus=[GpuRecord(**gpu_summary(g)) for g in plan.gpus],
-        nnodes=plan.nnodes,
-        node_rank=plan.node_rank,
-        estimated_peak_gib=(plan.estimate or {}).get("total_gib"),
-        runtime_s=round(sum(a.result.runtime_s for a in attempts), 2),
-        started_at=started_at,
-        ended_at=now_iso(),
-        retries=[Retry(attempt=i + 2, description=d, overrides=ov) for i, (d, ov) in enumerate(changes)],
-        log_path=str(log_path.absolute()),
-        **metrics,
-    )
 
 
 def save_record(record: RunRecord, path: Path) -> None:

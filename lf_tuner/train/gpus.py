@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import click
+from lf_tuner.errors import BadValue
+from lf_tuner.memory import Budget
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,16 @@ class GpuInfo:
             "free_bytes": self.free_bytes,
             "uuid": self.uuid,
         }
+
+
+def gpu_summary(gpu: GpuInfo) -> dict[str, Any]:
+    """A GPU as the plan and the record show it (GpuRecord's fields), sizes in GiB."""
+    return {
+        "index": gpu.index,
+        "name": gpu.name,
+        "total_gib": round(gpu.total_bytes / 2**30, 2),
+        "free_gib": round(gpu.free_bytes / 2**30, 2),
+    }
 
 
 def _nvml_gpus() -> list[GpuInfo]:
@@ -85,22 +97,18 @@ def select_gpus(gpus: list[GpuInfo], select: str | None) -> list[GpuInfo]:
     if select.isdigit() and "," not in select and select != "0":
         count = int(select)
         if count > len(gpus):
-            raise click.BadParameter(
+            raise BadValue(
                 f"asked for {count} GPUs, {len(gpus)} visible (for GPU {count} alone write `{count},`)",
-                param_hint="--gpus",
+                param="--gpus",
             )
         return gpus[:count]
     try:
         wanted = [int(part) for part in select.split(",") if part.strip()]
     except ValueError:
-        raise click.BadParameter(
-            f"`{select}`: use all, a count (2) or a list (0,2)", param_hint="--gpus"
-        ) from None
+        raise BadValue(f"`{select}`: use all, a count (2) or a list (0,2)", param="--gpus") from None
     missing = [i for i in wanted if i >= len(gpus)]
     if missing:
-        raise click.BadParameter(
-            f"GPU {missing[0]} is not visible ({len(gpus)} visible)", param_hint="--gpus"
-        )
+        raise BadValue(f"GPU {missing[0]} is not visible ({len(gpus)} visible)", param="--gpus")
     return [gpus[i] for i in wanted]
 
 
@@ -168,3 +176,16 @@ class ProcessGroupPeak:
     @property
     def peak_bytes(self) -> int | None:
         return max(self.peaks.values()) if self.peaks else None
+
+
+def smallest_gpu_gib() -> float | None:
+    """The total memory of the smallest visible GPU in GiB; None without NVML or GPUs."""
+    gpus = detect_gpus()
+    return min(g.total_bytes for g in gpus) / 2**30 if gpus else None
+
+
+def gpu_budgets(gpus: Sequence[GpuInfo]) -> list[Budget]:
+    """What a run is checked against on these GPUs: each one's free memory."""
+    return [
+        Budget(f"GPU {g.index} ({g.name}, {g.free_bytes / 2**30:.1f} GiB free)", g.free_bytes) for g in gpus
+    ]

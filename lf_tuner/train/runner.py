@@ -1,0 +1,158 @@
+"""A run: the child started through the watcher, restarted with a smaller footprint after out-of-memory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+from lf_tuner.train.command import Command
+from lf_tuner.train.gpus import gpu_summary
+from lf_tuner.train.preflight import Plan
+from lf_tuner.train.records import GpuRecord, Retry, RunRecord, Status, collect_metrics, config_hash, now_iso
+from lf_tuner.train.watch import TRAINER_LOG, ChildResult, Progress, run_child
+
+
+def next_oom_change(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """What to change after an out-of-memory failure: halve the micro-batch (same effective batch), then Liger."""
+    batch = int(cfg.get("per_device_train_batch_size", 8))  # the Hugging Face default
+    accum = int(cfg.get("gradient_accumulation_steps", 1))
+    if batch > 1:
+        new_batch = batch // 2
+        new_accum = -(-batch * accum // new_batch)
+        return (
+            f"per_device_train_batch_size {batch} -> {new_batch}, gradient_accumulation_steps {accum} -> "
+            f"{new_accum} (effective batch {batch * accum} -> {new_batch * new_accum})",
+            {"per_device_train_batch_size": new_batch, "gradient_accumulation_steps": new_accum},
+        )
+    if not cfg.get("enable_liger_kernel"):
+        return (
+            "enable_liger_kernel false -> true (fused cross-entropy, no full logits; needs liger-kernel)",
+            {"enable_liger_kernel": True},
+        )
+    return None
+
+
+def child_status(result: ChildResult) -> tuple[str, int]:
+    """(status, exit code) for the run record and for lf-tuner's own exit."""
+    code = result.returncode if result.returncode >= 0 else 128 - result.returncode
+    if result.interrupted_by is not None:
+        return "interrupted", 128 + result.interrupted_by
+    if result.diverged:
+        return "diverged", code or 1
+    if result.returncode == 0:
+        return "completed", 0
+    if result.oom:
+        return "oom", code
+    return "failed", code
+
+
+@dataclass
+class Attempt:
+    """One start of the child: the config it ran with and how it ended."""
+
+    cfg: dict[str, Any]
+    result: ChildResult
+    status: str
+    exit_code: int
+
+
+def run_with_retries(
+    cfg: dict[str, Any],
+    command: Command,
+    *,
+    write_config: Callable[[dict[str, Any]], None],
+    output_dir: Path,
+    log_path: Path,
+    retry_oom: int = 0,
+    stop_on_nan: bool = True,
+    on_progress: Progress | None = None,
+    on_retry: Callable[[int, str], None] | None = None,
+    echo: IO[str] | None = None,
+) -> tuple[list[Attempt], list[tuple[str, dict[str, Any]]]]:
+    """Run the child; after an out-of-memory failure rewrite the config with the next change and run again.
+
+    Returns every attempt and, per retry, (description, overrides).
+    """
+    attempts: list[Attempt] = []
+    changes: list[tuple[str, dict[str, Any]]] = []
+    current = dict(cfg)
+    while True:
+        if current.get("overwrite_output_dir"):
+            (output_dir / TRAINER_LOG).unlink(missing_ok=True)  # LLaMA-Factory deletes it too, but later
+        result = run_child(
+            command,
+            output_dir=output_dir,
+            log_path=log_path,
+            stop_on_nan=stop_on_nan,
+            on_progress=on_progress,
+            echo=echo,
+        )
+        status, code = child_status(result)
+        attempts.append(Attempt(cfg=current, result=result, status=status, exit_code=code))
+        if status != "oom" or len(changes) >= retry_oom:
+            return attempts, changes
+        change = next_oom_change(current)
+        if change is None:
+            return attempts, changes
+        description, overrides = change
+        changes.append(change)
+        if on_retry is not None:
+            on_retry(len(changes), description)
+        current = {**current, **overrides}  # overwrite_output_dir stays: fresh runs restart, --resume resumes
+        write_config(current)
+
+
+def failure_reason(attempt: Attempt) -> str | None:
+    """Why a run did not complete, with what to try next; None when it completed."""
+    result = attempt.result
+    if attempt.status == "interrupted":
+        return f"stopped by signal {result.interrupted_by}"
+    if attempt.status == "diverged":
+        return f"{result.diverged}; lower learning_rate or check the data"
+    if attempt.status == "oom":
+        return "out of GPU memory; try --retry-oom 2, --fit, or a smaller cutoff_len / batch"
+    if attempt.status == "failed":
+        return f"llamafactory-cli exited with {attempt.exit_code}"
+    return None
+
+
+def build_record(
+    plan: Plan,
+    attempts: Sequence[Attempt],
+    changes: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    log_path: Path,
+    started_at: str,
+) -> RunRecord:
+    """The record of a finished run: its plan, its attempts and OOM changes (`launch.run_with_retries`), and
+    the figures in the files it left. The hash is of the config the last attempt ran with."""
+    last = attempts[-1]
+    metrics = collect_metrics(
+        plan.output_dir,
+        last.result.trainer_log,
+        on_gpu=bool(plan.gpus),
+        nvml_peak_bytes=max((a.result.nvml_peak_bytes or 0 for a in attempts), default=0) or None,
+    )
+    return RunRecord(
+        status=cast(Status, last.status),
+        exit_code=last.exit_code,
+        reason=failure_reason(last),
+        config_hash=config_hash(last.cfg),
+        config_path=str(plan.config_path.absolute()),
+        output_dir=str(plan.output_dir.absolute()),
+        model=str(plan.cfg.get("model_name_or_path")),
+        argv=plan.command.argv,
+        env=plan.command.env,
+        gpus=[GpuRecord(**gpu_summary(g)) for g in plan.gpus],
+        nnodes=plan.nnodes,
+        node_rank=plan.node_rank,
+        estimated_peak_gib=(plan.estimate or {}).get("total_gib"),
+        runtime_s=round(sum(a.result.runtime_s for a in attempts), 2),
+        started_at=started_at,
+        ended_at=now_iso(),
+        retries=[Retry(attempt=i + 2, description=d, overrides=ov) for i, (d, ov) in enumerate(changes)],
+        log_path=str(log_path.absolute()),
+        **metrics,
+    )
