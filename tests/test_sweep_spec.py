@@ -248,14 +248,17 @@ def test_gpu_slots_group_gpus_per_trial(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_divergence_rules() -> None:
-    from lf_tuner.sweep.trial import divergence
+    from lf_tuner.train.watch import Divergence
+
+    def divergence(rows: list[dict[str, Any]], factor: float) -> str | None:
+        return Divergence(factor).first(rows)
 
     assert divergence([{"loss": 2.0}, {"loss": 5.9}], 3.0) is None
     assert divergence([{"loss": 2.0, "current_steps": 1}, {"loss": 6.5, "current_steps": 2}], 3.0) == (
         "loss 6.5 at step 2 is above 3 x its first value 2"
     )
     assert (
-        divergence([{"loss": 2.0}, {"grad_norm": float("inf"), "step": 4}], 3.0)
-        == "grad_norm is inf at step 4"
+        divergence([{"loss": 2.0}, {"grad_norm": float("inf"), "step": 4}], 3.0) == "grad_norm inf at step 4"
     )
-    assert divergence([{"eval_loss": float("nan"), "step": 2}], 3.0) == "eval_loss is nan at step 2"
+    assert divergence([{"eval_loss": float("nan"), "step": 2}], 3.0) == "eval_loss nan at step 2"
+    assert divergence([{"loss": 0.0}, {"loss": 9.0}], 3.0) is None  # no ratio to a zero first loss

@@ -22,12 +22,11 @@ from lf_tuner.sweep.trial import (
     Outcome,
     TrialJob,
     execute,
-    kill_group,
-    process_start,
     trial_config,
     trial_dir_name,
     write_trial_config,
 )
+from lf_tuner.train.watch import kill_group, process_start
 
 if TYPE_CHECKING:
     import optuna

@@ -1,8 +1,9 @@
 """The one watcher of a training process, for `lf-tuner run` and for every sweep trial.
 
 `run_child` starts the child in its own session, tees its output to a log file, follows `trainer_log.jsonl`,
-forwards SIGINT/SIGTERM to the whole group, stops it when the loss or grad_norm turns NaN/inf, and leaves no
-process of its group behind. No torch, no click, no print here.
+forwards SIGINT/SIGTERM to the whole group (from the main thread), stops it when the loss or grad_norm turns
+NaN/inf (or, with a factor, grows past it) or when the caller asks, and leaves no process of its group behind.
+One OOM pattern, one log tail, one group kill. No torch, no click, no print here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -33,7 +34,8 @@ TRAINER_STATE = "trainer_state.json"
 
 # PyTorch / CUDA allocator messages for a device out of memory
 OOM_PATTERN = re.compile(
-    r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|HIP out of memory|NPU out of memory"
+    r"CUDA out of memory|CUDA error: out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED"
+    r"|HIP out of memory|NPU out of memory"
 )
 # HF Trainer prints its log dicts: {'loss': 'nan', 'grad_norm': 'inf', ...} (transformers 5 quotes the values)
 NAN_LINE_PATTERN = re.compile(r"'(loss|grad_norm|eval_loss)': '?(nan|-?inf)'?", re.IGNORECASE)
@@ -89,13 +91,39 @@ def _parse_entry(line: bytes) -> dict[str, Any] | None:
     return entry if isinstance(entry, dict) else None
 
 
+class Divergence:
+    """Whether a run has diverged, entry by entry: a NaN/inf loss, grad_norm or eval_loss, or (with `factor`)
+    a training loss above `factor` x the first finite loss seen."""
+
+    def __init__(self, factor: float | None = None, baseline: float | None = None) -> None:
+        self.factor = factor
+        self.baseline = baseline
+
+    def check(self, entry: Mapping[str, Any]) -> str | None:
+        step = entry.get("current_steps", entry.get("step", "?"))
+        for key in ("loss", "grad_norm", "eval_loss"):
+            if _is_bad(entry.get(key)):
+                return f"{key} {entry[key]} at step {step}"
+        loss = _finite_or_none(entry.get("loss"))
+        if self.factor is None or loss is None:
+            return None
+        if self.baseline is None:
+            self.baseline = loss
+        elif self.baseline > 0 and loss > self.factor * self.baseline:
+            return f"loss {loss:.4g} at step {step} is above {self.factor:g} x its first value {self.baseline:.4g}"
+        return None
+
+    def first(self, entries: Iterable[Mapping[str, Any]]) -> str | None:
+        """The first divergence among `entries`, or None."""
+        for entry in entries:
+            if found := self.check(entry):
+                return found
+        return None
+
+
 def divergence_in_entry(entry: Mapping[str, Any]) -> str | None:
     """'loss nan at step 5' when a trainer log or log_history entry holds a NaN/inf loss or grad_norm."""
-    for key in ("loss", "grad_norm", "eval_loss"):
-        if _is_bad(entry.get(key)):
-            step = entry.get("current_steps", entry.get("step", "?"))
-            return f"{key} {entry[key]} at step {step}"
-    return None
+    return Divergence().check(entry)
 
 
 def divergence_in_state(output_dir: Path) -> str | None:
@@ -124,6 +152,7 @@ class ChildResult:
     runtime_s: float
     trainer_log: list[dict[str, Any]]
     nvml_peak_bytes: int | None = None  # the child's process group, per GPU, as nvidia-smi shows it
+    stopped_for: str | None = None  # why the caller's `should_stop` stopped it
 
 
 Progress = Callable[[dict[str, Any]], None]
@@ -158,6 +187,31 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+def process_start(pid: int) -> str | None:
+    """The start time of a live process (tells a reused pid apart), or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return "?"
+        return "?"
+
+
+def kill_group(pgid: int, grace_s: float = 5.0) -> None:
+    """SIGTERM a process group that is not our child (a leftover of an earlier process), SIGKILL it after
+    grace_s if its leader is still there."""
+    _killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and process_start(pgid) is not None:
+        time.sleep(0.1)
+    _killpg(pgid, signal.SIGKILL)
+
+
 def _pump(
     stream: IO[str], log: IO[str], tail: deque[str], flags: dict[str, Any], echo: IO[str] | None
 ) -> None:
@@ -181,13 +235,20 @@ def run_child(
     output_dir: Path,
     log_path: Path,
     stop_on_nan: bool = True,
+    divergence_factor: float | None = None,
     on_progress: Progress | None = None,
+    on_start: Callable[[int], None] | None = None,
+    should_stop: Callable[[], str | None] | None = None,
     echo: IO[str] | None = None,
     poll_s: float = 0.5,
     grace_s: float = 30.0,
     base_env: Mapping[str, str] | None = None,
 ) -> ChildResult:
-    """Start the child in its own session, watch it until it ends, and leave no process of its group behind."""
+    """Start the child in its own session, watch it until it ends, and leave no process of its group behind.
+
+    `on_start` gets the child's pid (its process group); `should_stop`, asked at every poll, returns a reason
+    to stop the child (SIGTERM to the group, SIGKILL after `grace_s`), kept in `ChildResult.stopped_for`.
+    """
     env = dict(os.environ if base_env is None else base_env)
     env.update(command.env)
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -196,6 +257,8 @@ def run_child(
     tail: deque[str] = deque(maxlen=40)
     flags: dict[str, Any] = {"oom": False, "nan_line": None}
     diverged: str | None = None
+    stopped_for: str | None = None
+    watch = Divergence(divergence_factor)
     started = time.monotonic()
     with log_path.open("a", encoding="utf-8") as log:
         log.write(f"# lf-tuner: {' '.join(command.argv)}\n")
@@ -215,6 +278,8 @@ def run_child(
         except OSError as exc:
             raise LfTunerError(f"llamafactory-cli: cannot start {command.argv[0]!r}: {exc.strerror}") from exc
         assert proc.stdout is not None
+        if on_start is not None:
+            on_start(proc.pid)
         reader = threading.Thread(target=_pump, args=(proc.stdout, log, tail, flags, echo), daemon=True)
         reader.start()
         stop_sent_at: float | None = None
@@ -228,7 +293,7 @@ def run_child(
                 for entry in trainer_log.poll():
                     if on_progress is not None:
                         on_progress(entry)
-                    if diverged is None and (found := divergence_in_entry(entry)):
+                    if diverged is None and (found := watch.check(entry)):
                         diverged = found
                 if diverged is None and not finished:
                     diverged = flags["nan_line"] and f"{flags['nan_line']} in the training output"
@@ -236,7 +301,9 @@ def run_child(
                         diverged = divergence_in_state(output_dir)
                 if finished:
                     break
-                if diverged and stop_on_nan and stop_sent_at is None:
+                if stopped_for is None and should_stop is not None:
+                    stopped_for = should_stop()
+                if ((diverged and stop_on_nan) or stopped_for) and stop_sent_at is None:
                     _killpg(proc.pid, signal.SIGTERM)
                     stop_sent_at = time.monotonic()
                 stopping_since = stop_sent_at
@@ -261,4 +328,5 @@ def run_child(
         runtime_s=time.monotonic() - started,
         trainer_log=trainer_log.entries,
         nvml_peak_bytes=gpu_peak.peak_bytes,
+        stopped_for=stopped_for,
     )
