@@ -7,7 +7,8 @@ The core raises these plain exceptions; only `lf_tuner.cli` turns them into clic
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 
 class LfTunerError(Exception):
@@ -31,6 +32,27 @@ class BadValue(LfTunerError):
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.param = param
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config, preset, sweep spec or record, printed as `key: message`."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+class ProblemsError(LfTunerError):
+    """Every problem found in one thing (`what`), reported at once: a count, then one `key: message` line each."""
+
+    def __init__(self, problems: Sequence[Problem | str], what: str = "config") -> None:
+        lines = list(dict.fromkeys(str(p) for p in problems))
+        noun = "problem" if len(lines) == 1 else "problems"
+        super().__init__(f"{what} has {len(lines)} {noun}:\n" + "\n".join(lines))
+        self.problems = list(problems)
 
 
 def closest(name: str, choices: Iterable[str], n: int = 3, cutoff: float = 0.6) -> list[str]:

@@ -13,11 +13,11 @@ from lf_tuner.cli import cli
 from lf_tuner.config.render import render_deepspeed
 from lf_tuner.config.schema import load_schema
 from lf_tuner.config.validate import (
-    Problem,
     validate_config,
     validate_deepspeed_dict,
     validate_many_with_llamafactory,
 )
+from lf_tuner.errors import Problem
 from tests.conftest import requires_llamafactory
 from tests.test_render import CASES, golden_render
 

@@ -19,8 +19,8 @@ from lf_tuner.config.render import (
     render_train_config,
     with_changes,
 )
-from lf_tuner.config.validate import check_config, problems_error
-from lf_tuner.errors import LfTunerError
+from lf_tuner.config.validate import check_config
+from lf_tuner.errors import LfTunerError, ProblemsError
 from lf_tuner.train.gpus import smallest_gpu_gib
 
 
@@ -160,7 +160,7 @@ def _check(rendered: Rendered, ds_kind: str | None, schema_only: bool) -> None:
     ds = json.loads(render_deepspeed(ds_kind)) if ds_kind is not None else None
     problems = check_config(rendered.config, use_llamafactory=False if schema_only else None, deepspeed=ds)
     if problems:
-        raise problems_error(problems, "rendered config")
+        raise ProblemsError(problems, "rendered config")
 
 
 def _write(

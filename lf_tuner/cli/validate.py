@@ -9,13 +9,8 @@ from typing import Any
 import click
 
 from lf_tuner.config.files import load_mapping
-from lf_tuner.config.validate import (
-    Problem,
-    llamafactory_available,
-    validate_config,
-    validate_with_llamafactory,
-)
-from lf_tuner.errors import LfTunerError
+from lf_tuner.config.validate import llamafactory_available, validate_config, validate_with_llamafactory
+from lf_tuner.errors import Problem, ProblemsError
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -45,7 +40,5 @@ def command(file: Path, schema_only: bool, as_json: bool) -> None:
             raise SystemExit(1)
         return
     if problems:
-        noun = "problem" if len(problems) == 1 else "problems"
-        lines = "\n".join(str(p) for p in problems)
-        raise LfTunerError(f"{file} has {len(problems)} {noun}:\n{lines}")
+        raise ProblemsError(problems, str(file))
     click.echo(f"{file}: ok ({checked})", err=True)

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lf_tuner.config.schema import load_schema
-from lf_tuner.errors import LfTunerError, did_you_mean
+from lf_tuner.errors import LfTunerError, ProblemsError, did_you_mean
 from lf_tuner.resources import shipped
 
 Method = Literal["lora", "qlora", "freeze", "full"]
@@ -205,9 +205,7 @@ def parse_preset(text: str, origin: str) -> Preset:
         return Preset.model_validate(raw)
     except ValidationError as exc:
         lines = [_error_line(origin, err, list(Preset.model_fields.keys())) for err in exc.errors()]
-        raise LfTunerError(
-            f"{origin} has {len(lines)} problem(s):\n" + "\n".join(dict.fromkeys(lines))
-        ) from None
+        raise ProblemsError(lines, origin) from None
 
 
 def _error_line(origin: str, err: Any, fields: list[str]) -> str:

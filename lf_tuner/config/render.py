@@ -30,8 +30,9 @@ from lf_tuner.config.presets import (
     load_preset,
 )
 from lf_tuner.config.schema import load_schema
-from lf_tuner.config.validate import problems_error, validate_config
-from lf_tuner.errors import LfTunerError
+from lf_tuner.config.validate import validate_config
+from lf_tuner.data import read_dataset_info
+from lf_tuner.errors import LfTunerError, ProblemsError
 from lf_tuner.models import ModelArch, resolve_model
 from lf_tuner.resources import shipped
 
@@ -314,13 +315,9 @@ def merge_dataset_info(update: DatasetInfoUpdate, *, force: bool = False) -> str
     existing: dict[str, Any] = {}
     if update.path.is_file():
         try:
-            existing = json.loads(update.path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise LfTunerError(
-                f"dataset_info: {update.path} is not valid JSON ({exc}); fix it first"
-            ) from exc
-        if not isinstance(existing, dict):
-            raise LfTunerError(f"dataset_info: {update.path} must hold a JSON object of dataset entries")
+            existing = read_dataset_info(update.path.parent)
+        except LfTunerError as exc:
+            raise LfTunerError(f"dataset_info: {exc.message}; fix it first") from None
     current = existing.get(update.name)
     if current == update.entry:
         return None
@@ -334,12 +331,11 @@ def merge_dataset_info(update: DatasetInfoUpdate, *, force: bool = False) -> str
 
 
 def _registered_count(name: str, dataset_dir: str) -> int | None:
-    info_path = Path(dataset_dir) / "dataset_info.json"
     try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        info = read_dataset_info(dataset_dir)
+    except LfTunerError:
         return None
-    entry = info.get(name) if isinstance(info, dict) else None
+    entry = info.get(name)
     if not isinstance(entry, dict) or not isinstance(entry.get("file_name"), str):
         return None
     return count_rows(Path(dataset_dir) / entry["file_name"])
@@ -530,7 +526,7 @@ def render_train_config(
 
     problems = validate_config(cfg)
     if problems:
-        raise problems_error(problems, "rendered config")
+        raise ProblemsError(problems, "rendered config")
     return _finish(cfg, why, preset_name, method, arch, info_update)
 
 
@@ -605,7 +601,7 @@ def with_changes(rendered: Rendered, changes: dict[str, Any], why: dict[str, str
     ds = json.loads(render_deepspeed(kind)) if kind else None
     problems = validate_config(cfg, deepspeed=ds)
     if problems:
-        raise problems_error(problems, "rendered config")
+        raise ProblemsError(problems, "rendered config")
     method = "qlora" if cfg.get("quantization_bit") else str(cfg.get("finetuning_type", "lora"))
     return _finish(cfg, merged_why, rendered.preset, method, rendered.arch, rendered.dataset_info)
 

@@ -17,31 +17,11 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lf_tuner.config.schema import FieldSpec, Schema, load_schema
-from lf_tuner.errors import LfTunerError, did_you_mean
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a config, printed as `key: message`."""
-
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.key}: {self.message}"
-
-
-def problems_error(problems: list[Problem], what: str = "config") -> LfTunerError:
-    """One LfTunerError whose message lists every problem, one line each."""
-    lines = "\n".join(str(p) for p in problems)
-    noun = "problem" if len(problems) == 1 else "problems"
-    return LfTunerError(f"{what} has {len(problems)} {noun}:\n{lines}")
-
+from lf_tuner.errors import LfTunerError, Problem, did_you_mean
 
 # --------------------------------------------------------------------------- types and choices
 

@@ -7,14 +7,14 @@ people go through a `say` callback or come back as data, and problems are raised
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lf_tuner.errors import BadValue, LfTunerError
+from lf_tuner.data import read_dataset_info
+from lf_tuner.errors import BadValue, LfTunerError, ProblemsError, did_you_mean
 from lf_tuner.train import records
 from lf_tuner.train.command import (
     DEFAULT_MASTER_PORT,
@@ -184,8 +184,7 @@ def check_config(cfg: dict[str, Any]) -> None:
 
     problems = [str(p) for p in check_schema(cfg, use_llamafactory=False)] + local_problems(cfg)
     if problems:
-        noun = "problem" if len(problems) == 1 else "problems"
-        raise LfTunerError(f"config has {len(problems)} {noun}:\n" + "\n".join(dict.fromkeys(problems)))
+        raise ProblemsError(problems)
 
 
 def gpu_ids(gpus: Sequence[GpuInfo], select: str | None, *, cpu: bool) -> list[int]:
@@ -371,13 +370,10 @@ def _dataset_problems(cfg: Mapping[str, Any], base: Path) -> list[str]:
     if not info_path.is_file():
         return [f"dataset_dir: {info_path} does not exist; register your data there (see `lf-tuner render`)"]
     try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return [f"dataset_dir: {info_path} is not valid JSON ({exc})"]
-    if not isinstance(info, dict):
-        return [f"dataset_dir: {info_path} must map dataset names to their description"]
+        info = read_dataset_info(directory)
+    except LfTunerError as exc:
+        return [f"dataset_dir: {exc.message}"]
     problems: list[str] = []
-    from lf_tuner.errors import did_you_mean
 
     for key, name in names:
         entry = info.get(name)
