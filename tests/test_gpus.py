@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lf_tuner.errors import BadValue
-from lf_tuner.train.gpus import GpuInfo, ProcessGroupPeak, select_gpus, visible
+from lf_tuner.train.gpus import GpuInfo, ProcessGroupPeak, detect_gpus, named_gpus, select_gpus, visible
 from lf_tuner.train.records import collect_metrics
 
 GPUS = [GpuInfo(i, "NVIDIA RTX 4090", 24 << 30, 23 << 30, f"GPU-{i}abc") for i in range(3)]
@@ -26,12 +26,44 @@ def test_select_gpus(select, expected) -> None:
 
 @pytest.mark.parametrize(
     "select, message",
-    [("4", r"asked for 4 GPUs, 3 visible \(for GPU 4 alone write `4,`\)"), ("0,5", "GPU 5 is not visible"),
-     ("a,b", "use all, a count")],
-)  # fmt: skip
-def test_select_gpus_errors(select, message) -> None:
-    with pytest.raises(BadValue, match=message):
+    [
+        ("4", r"^asked for 4 GPUs, 3 visible \(for GPU 4 alone write `4,`\)$"),
+        ("0,5", r"^GPU 5 is not visible \(3 visible: 0\.\.2\); check `nvidia-smi` and CUDA_VISIBLE_DEVICES$"),
+        ("5,", r"^GPU 5 is not visible"),
+        ("a,b", r"^`a,b` has `a`; positions are whole numbers from 0, like 0,2$"),
+        ("abc", r"^`abc` is not a GPU selection; use all, a count \(2\), positions among the visible GPUs"),
+        ("-1", r"^`-1` is not a GPU selection"),
+        ("0,-1", r"^`0,-1` has `-1`; positions are whole numbers from 0"),
+        ("0,0", r"^`0,0` lists GPU 0 twice; name each GPU once$"),
+        ("1,,2", r"^`1,,2` has an empty position"),
+        ("", r"^empty; use all, a count"),
+        ("  ", r"^empty; use all, a count"),
+        ("1.5", r"^`1.5` is not a GPU selection"),
+    ],
+)
+def test_select_gpus_errors(select: str, message: str) -> None:
+    with pytest.raises(BadValue, match=message) as info:
         select_gpus(GPUS, select)
+    assert info.value.param == "--gpus"
+
+
+@pytest.mark.parametrize(
+    "select, named",
+    [(None, []), ("all", []), ("ALL", []), ("0", [0]), ("00", [0]), ("3", [0, 1, 2]), ("2,", [2]),
+     ("4, 1", [4, 1])],
+)  # fmt: skip
+def test_named_gpus_without_nvml(select: str | None, named: list[int]) -> None:
+    assert named_gpus(select) == named
+
+
+def test_a_bad_selection_is_refused_where_nvml_sees_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lf_tuner.train.gpus
+
+    monkeypatch.setattr(lf_tuner.train.gpus, "_nvml_gpus", lambda: [])
+    assert detect_gpus("0,1") == []
+    for bad in ("abc", "0,0", "-1", ""):
+        with pytest.raises(BadValue):
+            detect_gpus(bad)
 
 
 def test_cuda_visible_devices_order_and_uuids() -> None:

@@ -126,7 +126,19 @@ def test_choose_gpus_use_cpu_config_refuses_gpus(cfg: dict[str, Any]) -> None:
 
 
 def test_choose_gpus_selects_or_stops_without_one(cfg: dict[str, Any], fake_gpus: list[GpuInfo]) -> None:
-    assert preflight.choose_gpus(cfg, None, cpu=False, planning=True) == ([], [])  # planning goes on
+    assert preflight.choose_gpus(cfg, None, cpu=False, planning=True) == (  # planning goes on
+        [],
+        [
+            "note: NVML sees no GPU here; the plan leaves CUDA_VISIBLE_DEVICES as it is "
+            "(name the GPUs with --gpus 0,1 to plan for them)"
+        ],
+    )
+    assert preflight.choose_gpus(cfg, "0", cpu=False, planning=True) == (
+        [],
+        ["note: NVML sees no GPU here; planning for GPU 0 as --gpus names them"],
+    )
+    with pytest.raises(BadValue, match="lists GPU 0 twice"):  # a bad value is refused even without NVML
+        preflight.choose_gpus(cfg, "0,0", cpu=False, planning=True)
     with pytest.raises(LfTunerError, match=r"^gpus: no GPU found \(NVML sees none;.*--cpu, or .* --dry-run$"):
         preflight.choose_gpus(cfg, None, cpu=False, planning=False)
     fake_gpus.extend(A100)
@@ -141,7 +153,9 @@ def test_choose_gpus_selects_or_stops_without_one(cfg: dict[str, Any], fake_gpus
         (A100, "0,2", True, []),
         ([], "0,2", False, [0, 2]),  # no NVML here (a login node): --gpus still names them
         ([], " 1, 3", False, [1, 3]),
-        ([], "2", False, []),  # a count names no GPU
+        ([], "0", False, [0]),  # GPU 0, as `0,` or `0,1` name theirs
+        ([], "1,", False, [1]),
+        ([], "2", False, [0, 1]),  # a count: the first N, as with NVML
         ([], "all", False, []),
         ([], None, False, []),
     ],
@@ -384,7 +398,8 @@ def _attempt(status: str, code: int = 0, **result: Any) -> runner.Attempt:
     ("attempt", "reason"),
     [
         (_attempt("completed"), None),
-        (_attempt("interrupted", 143, interrupted_by=15), "stopped by signal 15"),
+        (_attempt("interrupted", 143, interrupted_by=15), "stopped by SIGTERM (signal 15)"),
+        (_attempt("interrupted", 129, interrupted_by=1), "stopped by SIGHUP (signal 1)"),
         (
             _attempt("diverged", 1, diverged="loss nan at step 2"),
             "loss nan at step 2; lower learning_rate or check the data",

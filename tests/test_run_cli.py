@@ -222,7 +222,7 @@ def test_oom_retry_halves_batch_then_succeeds(
     project: Path, stub: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LF_STUB_MODE", "oom")
-    result = invoke("run", "train.yaml", "--retry-oom", "3", "--yes")
+    result = invoke("run", "train.yaml", "--retry-oom", "3")
     assert result.exit_code == 0, result.stderr
     seen = [
         (c["config"]["per_device_train_batch_size"], c["config"]["gradient_accumulation_steps"])
@@ -277,10 +277,26 @@ def test_nan_loss_stops_the_run(project: Path, stub: Path, monkeypatch: pytest.M
     assert all(_gone(p) for p in pids)
 
 
-def test_sigterm_reaches_the_process_group(project: Path, stub: Path) -> None:
-    env = {**os.environ, "LF_STUB_MODE": "sleep"}
+def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
+    """Until `path` exists; fails if `proc` ends first. The bound only guards against a hang."""
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"lf-tuner ended before {path.name} appeared: {proc.communicate()}")
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT])
+def test_a_stop_signal_stops_the_whole_tree_and_is_recorded(
+    project: Path, stub: Path, sig: signal.Signals
+) -> None:
+    """The stand-in has a grandchild in its group and one that called setsid and ignores SIGTERM, SIGINT and
+    SIGHUP. It writes stub.pids once both are there; lf-tuner handles the signals from before the child starts,
+    so the test waits on that file, not on time."""
+    env = {**os.environ, "LF_STUB_MODE": "sleep", "LF_STUB_SETSID": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lf_tuner", "run", "train.yaml", "--yes"],
+        [sys.executable, "-m", "lf_tuner", "run", "train.yaml"],
         cwd=project,
         env=env,
         stdout=subprocess.PIPE,
@@ -288,20 +304,64 @@ def test_sigterm_reaches_the_process_group(project: Path, stub: Path) -> None:
         text=True,
     )
     pids_file = project / "out" / "stub.pids"
-    deadline = time.monotonic() + 30
-    while not pids_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)
+    _wait_for(pids_file, proc)
     pids = [int(p) for p in pids_file.read_text().split()]
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=30)
-    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert len(pids) == 3 and os.getsid(pids[2]) == pids[2]  # the third left the group
+    proc.send_signal(sig)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    finally:  # whatever the verdict, leave nothing running
+        left = [p for p in pids if not _gone(p)]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 128 + sig, stderr
+    assert "Traceback" not in stderr.replace("KeyboardInterrupt", "")  # the stand-in's own is in the log
     record = json.loads((project / "out" / "lf-tuner-run.json").read_text())
-    assert record["status"] == "interrupted" and record["reason"] == "stopped by signal 15"
-    deadline = time.monotonic() + 5
-    while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert all(_gone(p) for p in pids), "a child of the run outlived it"
+    assert record["status"] == "interrupted" and record["exit_code"] == 128 + sig
+    assert record["reason"] == f"stopped by {sig.name} (signal {int(sig)})"
+    assert left == [], "a process of the run outlived it"
+    listed = json.loads(invoke("runs", "--json").stdout)
+    assert [(r["status"], r["exit_code"]) for r in listed] == [("interrupted", 128 + sig)]
+    assert stderr.splitlines()[-1].startswith(f"Error: interrupted: stopped by {sig.name}")
+
+
+def test_a_signal_before_the_child_starts_starts_nothing(project: Path, stub: Path) -> None:
+    from lf_tuner.train.command import Command
+    from lf_tuner.train.watch import StopSignals, run_child
+
+    with StopSignals() as signals:
+        os.kill(os.getpid(), signal.SIGHUP)  # handled: pytest goes on
+        result = run_child(
+            Command([str(project / "bin" / "llamafactory-cli"), "train", "train.yaml"], {}),
+            output_dir=project / "out",
+            log_path=project / "out" / "lf-tuner.log",
+            signals=signals,
+        )
+    assert (result.interrupted_by, result.returncode) == (signal.SIGHUP, -signal.SIGHUP)
+    assert not stub.exists()  # the child never started
+
+
+def test_retry_oom_catches_the_cuda_error_form(
+    project: Path, stub: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LF_STUB_MODE", "oom")
+    monkeypatch.setenv(
+        "LF_STUB_OOM_MESSAGE",
+        "RuntimeError: CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported",
+    )
+    result = invoke("run", "train.yaml", "--retry-oom", "2")
+    assert result.exit_code == 0, result.stderr
+    assert "out of memory; retry 2: per_device_train_batch_size 2 -> 1" in result.stderr
+    assert [c["config"]["per_device_train_batch_size"] for c in calls(stub)] == [4, 2, 1]
+
+
+def test_yes_is_accepted_but_deprecated(project: Path, stub: Path) -> None:
+    result = invoke("run", "train.yaml", "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.startswith(
+        "warning: --yes is deprecated and does nothing (run never asks); drop it\n"
+    )
+    assert "--yes" not in invoke("run", "--help").stdout
 
 
 def test_runs_table_and_calibration(project: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 from collections.abc import Callable
@@ -39,6 +40,31 @@ class _ConfigError(click.ClickException):
     exit_code = LfTunerError.exit_code
 
 
+# What to do about a file system error the core did not foresee, by errno
+_OS_FIXES: dict[int, str] = {
+    errno.EACCES: "check its permissions, or choose a path you can write",
+    errno.EPERM: "check its permissions, or choose a path you can write",
+    errno.EROFS: "the file system is read-only; choose another path",
+    errno.ENOSPC: "the disk is full; free some space and run it again",
+    errno.EDQUOT: "the disk quota is used up; free some space and run it again",
+    errno.EISDIR: "it is a folder; give a file path",
+    errno.ENOTDIR: "a part of that path is a file, not a folder; choose another path",
+    errno.ENOENT: "it (or its folder) does not exist; check the path",
+    errno.EEXIST: "it is already there; choose another path",
+    errno.ENAMETOOLONG: "the name is too long; choose a shorter path",
+}
+
+
+def _os_error(exc: OSError) -> click.ClickException:
+    """A file system error as one line naming the path and the fix (the last resort: no traceback)."""
+    where = exc.filename if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    what = exc.strerror or type(exc).__name__
+    fix = _OS_FIXES.get(exc.errno or -1, "check the path and try again")
+    return _ConfigError(f"{where}: {what}; {fix}" if where else f"{what}; {fix}")
+
+
 def _mapping_errors(callback: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(callback)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -46,6 +72,10 @@ def _mapping_errors(callback: Callable[..., Any]) -> Callable[..., Any]:
             return callback(*args, **kwargs)
         except LfTunerError as exc:
             raise _click_error(exc) from None
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE:
+                raise  # click's own handling: the reader went away (`| head`)
+            raise _os_error(exc) from None
 
     return wrapper
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import IO, Any
 
@@ -52,9 +53,14 @@ class ProgressView:
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
-            self.bar.stop()
+            with contextlib.suppress(OSError):  # the terminal is gone (SIGHUP): the run still gets its record
+                self.bar.stop()
 
     def update(self, entry: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):
+            self._show(entry)
+
+    def _show(self, entry: dict[str, Any]) -> None:
         info = describe_entry(entry)
         if self.bar is not None:
             self.bar.update(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -19,7 +20,9 @@ LAUNCH_OPTIONS = ("nnodes", "node_rank", "master_addr", "master_port", "ray_work
 
 
 def _say(message: str) -> None:
-    click.echo(message, err=True)
+    """A line for people on stderr; a terminal closed under a running run (SIGHUP) must not stop its record."""
+    with contextlib.suppress(OSError):
+        click.echo(message, err=True)
 
 
 @click.command("run")
@@ -58,7 +61,7 @@ def _say(message: str) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write a SLURM script; run nothing.",
 )
-@click.option("--yes", "-y", is_flag=True, help="Do not ask before risky starts.")
+@click.option("--yes", "-y", is_flag=True, hidden=True, help="Deprecated: does nothing (run never asks).")
 @click.option("--verbose", "-v", is_flag=True, help="Show the child's output, not only the progress.")
 def command(config: Path | None, overrides: tuple[str, ...], **o: Any) -> None:
     """Check a LLaMA-Factory training run, start it on the chosen GPUs, watch it and record it.
@@ -68,9 +71,11 @@ def command(config: Path | None, overrides: tuple[str, ...], **o: Any) -> None:
       lf-tuner run train.yaml --gpus 0,2 --dry-run  # show GPUs, estimate, argv and env; start nothing
       lf-tuner run train.yaml --cpu                 # CPU run (tiny models, tests)
     """
+    if o["yes"]:
+        _say("warning: --yes is deprecated and does nothing (run never asks); drop it")
     if o["resume"] and o["overwrite"]:
         raise click.UsageError("--resume and --overwrite exclude each other")
-    if o["cpu"] and o["gpus"] not in (None, "cpu"):
+    if o["cpu"] and o["gpus"] is not None and o["gpus"].strip().lower() != "cpu":
         raise click.UsageError("--cpu and --gpus exclude each other")
     rank = o["node_rank"]
     if rank >= o["nnodes"]:
@@ -112,8 +117,13 @@ def command(config: Path | None, overrides: tuple[str, ...], **o: Any) -> None:
 
 
 def _run(plan: preflight.Plan, o: dict[str, Any]) -> None:
-    """Start the child (with OOM retries) showing its progress, record the run, and exit as it ended."""
+    """Start the child (with OOM retries) showing its progress, record the run, and exit as it ended.
+
+    From the start of the child to the record written, SIGINT, SIGTERM, SIGHUP and SIGQUIT stop the training
+    tree and the run is recorded as interrupted (`watch.StopSignals`).
+    """
     from lf_tuner.cli.progress import ProgressView
+    from lf_tuner.train.watch import StopSignals
 
     record_path = runs.record_path(plan.output_dir, plan.node_rank)
     log_path = plan.output_dir / LOG_NAME
@@ -123,23 +133,32 @@ def _run(plan: preflight.Plan, o: dict[str, Any]) -> None:
     cmd = plan.command
     _say(f"lf-tuner: {' '.join(f'{k}={v}' for k, v in cmd.env.items())} {' '.join(cmd.argv)}")
     _say(f"lf-tuner: output in {log_path}")
-    with ProgressView(sys.stderr) as view:
-        attempts, changes = runner.run_with_retries(
-            plan.cfg,
-            cmd,
-            write_config=plan.write_config,
-            output_dir=plan.output_dir,
-            log_path=log_path,
-            retry_oom=o["retry_oom"],
-            stop_on_nan=o["stop_on_nan"],
-            on_progress=view.update,
-            on_retry=lambda n, change: _say(f"out of memory; retry {n}: {change}"),
-            echo=sys.stderr if o["verbose"] else None,
-        )
-    record = runner.build_record(plan, attempts, changes, log_path=log_path, started_at=started)
-    runs.save_record(record, record_path)
+    index_problem: str | None = None
+    with StopSignals() as signals:
+        with ProgressView(sys.stderr) as view:
+            attempts, changes = runner.run_with_retries(
+                plan.cfg,
+                cmd,
+                write_config=plan.write_config,
+                output_dir=plan.output_dir,
+                log_path=log_path,
+                retry_oom=o["retry_oom"],
+                stop_on_nan=o["stop_on_nan"],
+                on_progress=view.update,
+                on_retry=lambda n, change: _say(f"out of memory; retry {n}: {change}"),
+                echo=sys.stderr if o["verbose"] else None,
+                signals=signals,
+            )
+        record = runner.build_record(plan, attempts, changes, log_path=log_path, started_at=started)
+        runs.write_record(record, record_path)
+        try:
+            runs.add_to_index(record, record_path.absolute())
+        except runs.IndexUnavailable as exc:
+            index_problem = exc.message
     if o["as_json"]:
         click.echo(json.dumps(record.model_dump(mode="json"), indent=2))
+    if index_problem:
+        _say(f"warning: the run is not in `lf-tuner runs`: {index_problem}")
     last = attempts[-1]
     if last.status == "completed":
         loss = f", final loss {record.final_train_loss:.4f}" if record.final_train_loss is not None else ""

@@ -88,32 +88,86 @@ def visible(gpus: list[GpuInfo], cuda_visible: str | None) -> list[GpuInfo]:
     return out
 
 
-def select_gpus(gpus: list[GpuInfo], select: str | None) -> list[GpuInfo]:
-    """`all`; a count `N` (the first N); or a list `0,2` (or `1,` for GPU 1 alone) of positions among the visible
-    GPUs. `0` means GPU 0, since a count of zero GPUs means nothing."""
-    if select in (None, "", "all"):
-        return list(gpus)
-    assert select is not None
-    if select.isdigit() and "," not in select and select != "0":
-        count = int(select)
-        if count > len(gpus):
+GPUS_HELP = "use all, a count (2), positions among the visible GPUs (0, or 0,2), or cpu"
+
+
+@dataclass(frozen=True)
+class GpuSelection:
+    """A parsed `--gpus` value: every visible GPU, the first `count`, or these `positions` among them."""
+
+    count: int | None = None
+    positions: tuple[int, ...] | None = None
+
+    @property
+    def everything(self) -> bool:
+        return self.count is None and self.positions is None
+
+
+def parse_gpus(select: str | None) -> GpuSelection:
+    """`all` (or None); a count `N` (the first N visible GPUs); or positions `0,2` (`1,` for GPU 1 alone). `0`
+    means GPU 0, since a count of zero GPUs means nothing. Anything else is a `BadValue` for `--gpus`."""
+    if select is None or select.strip().lower() == "all":
+        return GpuSelection()
+    text = select.strip()
+    if not text:
+        raise BadValue(f"empty; {GPUS_HELP}", param="--gpus")
+    if "," not in text:
+        if not text.isdigit():
+            raise BadValue(f"`{select}` is not a GPU selection; {GPUS_HELP}", param="--gpus")
+        count = int(text)
+        return GpuSelection(positions=(0,)) if count == 0 else GpuSelection(count=count)
+    parts = [part.strip() for part in text.split(",")]
+    if parts[-1] == "":
+        parts.pop()  # `1,`: GPU 1 alone
+    positions: list[int] = []
+    for part in parts:
+        if not part.isdigit():
+            what = "an empty position" if not part else f"`{part}`"
             raise BadValue(
-                f"asked for {count} GPUs, {len(gpus)} visible (for GPU {count} alone write `{count},`)",
+                f"`{select}` has {what}; positions are whole numbers from 0, like 0,2", param="--gpus"
+            )
+        if int(part) in positions:
+            raise BadValue(f"`{select}` lists GPU {int(part)} twice; name each GPU once", param="--gpus")
+        positions.append(int(part))
+    return GpuSelection(positions=tuple(positions))
+
+
+def select_gpus(gpus: list[GpuInfo], select: str | None) -> list[GpuInfo]:
+    """The GPUs `select` (a `--gpus` value, see `parse_gpus`) picks among the visible `gpus`."""
+    chosen = parse_gpus(select)
+    if chosen.count is not None:
+        if chosen.count > len(gpus):
+            raise BadValue(
+                f"asked for {chosen.count} GPUs, {len(gpus)} visible (for GPU {chosen.count} alone write "
+                f"`{chosen.count},`)",
                 param="--gpus",
             )
-        return gpus[:count]
-    try:
-        wanted = [int(part) for part in select.split(",") if part.strip()]
-    except ValueError:
-        raise BadValue(f"`{select}`: use all, a count (2) or a list (0,2)", param="--gpus") from None
-    missing = [i for i in wanted if i >= len(gpus)]
+        return gpus[: chosen.count]
+    if chosen.positions is None:
+        return list(gpus)
+    missing = [i for i in chosen.positions if i >= len(gpus)]
     if missing:
-        raise BadValue(f"GPU {missing[0]} is not visible ({len(gpus)} visible)", param="--gpus")
-    return [gpus[i] for i in wanted]
+        seen = f"0..{len(gpus) - 1}" if gpus else "none"
+        raise BadValue(
+            f"GPU {missing[0]} is not visible ({len(gpus)} visible: {seen}); check `nvidia-smi` "
+            "and CUDA_VISIBLE_DEVICES",
+            param="--gpus",
+        )
+    return [gpus[i] for i in chosen.positions]
+
+
+def named_gpus(select: str | None) -> list[int]:
+    """The GPU positions a `--gpus` value names on its own, for planning where NVML sees no GPU: positions as
+    written, a count N as 0..N-1; [] for `all` (which names none)."""
+    chosen = parse_gpus(select)
+    if chosen.count is not None:
+        return list(range(chosen.count))
+    return list(chosen.positions or ())
 
 
 def detect_gpus(select: str | None = None) -> list[GpuInfo]:
     """Visible GPUs (after CUDA_VISIBLE_DEVICES), narrowed by `select`; [] without NVML or GPUs."""
+    parse_gpus(select)  # a bad value is an error even where no GPU is seen
     gpus = visible(_nvml_gpus(), os.environ.get("CUDA_VISIBLE_DEVICES"))
     if not gpus:
         return []

@@ -7,6 +7,7 @@ people go through a `say` callback or come back as data, and problems are raised
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -87,6 +88,8 @@ def choose_gpus(
     Without a GPU, only planning (`--dry-run`, `--slurm-script`) may go on.
     """
     notes: list[str] = []
+    if select is not None and select.strip().lower() == "cpu":
+        select = "cpu"
     if cpu or select == "cpu":
         cfg["use_cpu"] = True
         for key in CPU_OFF_KEYS:
@@ -99,13 +102,21 @@ def choose_gpus(
                 "the config sets use_cpu: true; drop --gpus or pass --set use_cpu=false", param="--gpus"
             )
         return [], notes
-    from lf_tuner.train.gpus import detect_gpus
+    from lf_tuner.train.gpus import detect_gpus, named_gpus
 
     gpus = detect_gpus(select)
     if not gpus and not planning:
         raise LfTunerError(
             "gpus: no GPU found (NVML sees none; check `nvidia-smi` and CUDA_VISIBLE_DEVICES); "
             "train on the CPU with --cpu, or look at the plan with --dry-run"
+        )
+    if not gpus:
+        named = ",".join(str(i) for i in named_gpus(select))
+        notes.append(
+            f"note: NVML sees no GPU here; planning for GPU {named} as --gpus names them"
+            if named
+            else "note: NVML sees no GPU here; the plan leaves CUDA_VISIBLE_DEVICES as it is "
+            "(name the GPUs with --gpus 0,1 to plan for them)"
         )
     return gpus, notes
 
@@ -158,6 +169,8 @@ def prepare_output_dir(
     if not cfg.get("output_dir"):
         raise LfTunerError("output_dir: missing; set it in the config or pass --set output_dir=DIR")
     out = Path(str(cfg["output_dir"])).expanduser()
+    if problem := folder_problem(out):
+        raise LfTunerError(f"output_dir: {problem}; set another with --set output_dir=DIR")
     ignore = [config] if config is not None else []
     state = output_dir_state(out, ignore=ignore) if rank == 0 else "empty"
     if resume:
@@ -188,14 +201,15 @@ def check_config(cfg: dict[str, Any]) -> None:
 
 
 def gpu_ids(gpus: Sequence[GpuInfo], select: str | None, *, cpu: bool) -> list[int]:
-    """The NVML indices to make visible. Without NVML (planning on a login node), `--gpus 0,2` still names them."""
+    """The NVML indices to make visible. Without NVML (planning on a login node), `--gpus 0,2` still names GPUs
+    0 and 2, `--gpus 0` GPU 0 and `--gpus 2` the first two (`gpus.named_gpus`)."""
     if cpu:
         return []
     if gpus:
         return [g.index for g in gpus]
-    if select and "," in select and all(p.strip().isdigit() for p in select.split(",")):
-        return [int(p) for p in select.split(",")]
-    return []
+    from lf_tuner.train.gpus import named_gpus
+
+    return named_gpus(select)
 
 
 @dataclass
@@ -294,13 +308,17 @@ def write_slurm(
 ) -> None:
     """Write a SLURM batch script that runs the config kept in output_dir on `nnodes` nodes, and that config.
 
-    GPUs per node: the count in `--gpus N` (`select`), else the GPUs found here (at least 1).
+    GPUs per node: as many as `--gpus` (`select`) names, else the GPUs found here (at least 1).
     """
     from lf_tuner.train.slurm import render_slurm_script
 
     if path.exists() and not force:
         raise LfTunerError(f"slurm_script: {path} exists; pass --force to replace it")
-    per_node = int(select) if select and select.isdigit() else max(1, len(gpus))
+    if not path.parent.is_dir():
+        raise LfTunerError(f"slurm_script: {path.parent} is not a folder; create it first or write elsewhere")
+    from lf_tuner.train.gpus import named_gpus
+
+    per_node = len(named_gpus(select)) or max(1, len(gpus))
     script = render_slurm_script(
         str(kept.absolute()),
         nnodes=nnodes,
@@ -392,6 +410,21 @@ def _dataset_problems(cfg: Mapping[str, Any], base: Path) -> list[str]:
         if not remote and file_name and not (directory / str(file_name)).exists():
             problems.append(f"{key}: `{name}` points at {directory / str(file_name)}, which does not exist")
     return problems
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why `path` cannot be (or become) a folder lf-tuner writes into, or None: it is a file, a file stands
+    where one of its parents should be, or the nearest existing folder is not writable."""
+    if path.exists() and not path.is_dir():
+        return f"{path} is a file, not a folder"
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None:
+        return None
+    if not existing.is_dir():
+        return f"{existing} is a file, so {path} cannot be a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable (permission denied)"
+    return None
 
 
 OutputState = str  # "empty" | "checkpoint" | "nonempty"

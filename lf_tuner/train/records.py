@@ -107,8 +107,13 @@ class RunRecord(BaseModel):
     log_path: str
 
 
+class IndexUnavailable(LfTunerError):
+    """The runs index under LF_TUNER_HOME cannot be read or written; the message names the file and the fix."""
+
+
 def save_record(record: RunRecord, path: Path) -> None:
-    """Write the record to `path` and add it to the runs index."""
+    """Write the record to `path`, then add it to the runs index (`IndexUnavailable` if that fails: the record
+    in output_dir is kept)."""
     write_record(record, path)
     add_to_index(record, path.absolute())
 
@@ -268,15 +273,59 @@ def index_path() -> Path:
     return home() / "runs.sqlite"
 
 
+MOVE_ASIDE = "move it aside and lf-tuner starts a new index on the next run"
+
+
+def _check_folder(db: Path) -> None:
+    """Refuse an index whose folder is a file (LF_TUNER_HOME pointing at one), or that is itself a folder."""
+    if db.is_dir():
+        raise IndexUnavailable(f"runs index: {db} is a folder, not the index file; {MOVE_ASIDE}")
+    for parent in (db.parent, *db.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise IndexUnavailable(
+                    f"runs index: {parent} is a file, not a folder; point LF_TUNER_HOME at a folder "
+                    "(the default is ~/.lf-tuner)"
+                )
+            return
+
+
 @contextmanager
 def _connect(path: Path | None = None) -> Iterator[sqlite3.Connection]:
+    """The index, created if missing; every way it cannot be opened is an `IndexUnavailable` naming the file."""
     db = path or index_path()
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with closing(sqlite3.connect(db, timeout=30)) as conn:
-        conn.row_factory = sqlite3.Row
-        conn.execute(_SCHEMA)
-        with conn:
-            yield conn
+    _check_folder(db)
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IndexUnavailable(
+            f"runs index: cannot create {db.parent} ({exc.strerror}); point LF_TUNER_HOME at a folder you can write"
+        ) from exc
+    try:
+        with closing(sqlite3.connect(db, timeout=30)) as conn:
+            conn.row_factory = sqlite3.Row
+            conn.execute(_SCHEMA)
+            have = {row["name"] for row in conn.execute("PRAGMA table_info(runs)")}
+            if missing := [c for c in INDEX_COLUMNS if c not in have]:
+                raise IndexUnavailable(
+                    f"runs index: {db} has a `runs` table without {', '.join(missing)} (not lf-tuner's, or "
+                    f"another version's); {MOVE_ASIDE}"
+                )
+            with conn:
+                yield conn
+    except sqlite3.DatabaseError as exc:
+        raise IndexUnavailable(_index_problem(db, exc)) from exc
+
+
+def _index_problem(db: Path, exc: sqlite3.DatabaseError) -> str:
+    text = str(exc)
+    if "readonly" in text or "unable to open" in text:
+        return f"runs index: cannot write {db} ({text}); point LF_TUNER_HOME at a folder you can write"
+    if "full" in text:
+        return f"runs index: cannot write {db} ({text}); free some space"
+    if "locked" in text:
+        return f"runs index: {db} is locked by another process ({text}); try again when it has finished"
+    return f"runs index: {db} is not a usable runs index ({text}); {MOVE_ASIDE}"
 
 
 def add_to_index(record: RunRecord, record_path: Path, db: Path | None = None) -> int:
@@ -326,6 +375,7 @@ def list_runs(
         sql += " LIMIT ?"
         params.append(limit)
     path = db or index_path()
+    _check_folder(path)
     if not path.exists():
         return []
     with _connect(path) as conn:

@@ -11,7 +11,7 @@ from lf_tuner.train.command import Command
 from lf_tuner.train.gpus import gpu_summary
 from lf_tuner.train.preflight import Plan
 from lf_tuner.train.records import GpuRecord, Retry, RunRecord, Status, collect_metrics, config_hash, now_iso
-from lf_tuner.train.watch import TRAINER_LOG, ChildResult, Progress, run_child
+from lf_tuner.train.watch import TRAINER_LOG, ChildResult, Progress, StopSignals, run_child, signal_name
 
 
 def next_oom_change(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -70,10 +70,12 @@ def run_with_retries(
     on_progress: Progress | None = None,
     on_retry: Callable[[int, str], None] | None = None,
     echo: IO[str] | None = None,
+    signals: StopSignals | None = None,
 ) -> tuple[list[Attempt], list[tuple[str, dict[str, Any]]]]:
     """Run the child; after an out-of-memory failure rewrite the config with the next change and run again.
 
-    Returns every attempt and, per retry, (description, overrides).
+    Returns every attempt and, per retry, (description, overrides). `signals` (entered by the caller) stops the
+    run and any retry when lf-tuner is told to stop.
     """
     attempts: list[Attempt] = []
     changes: list[tuple[str, dict[str, Any]]] = []
@@ -88,11 +90,14 @@ def run_with_retries(
             stop_on_nan=stop_on_nan,
             on_progress=on_progress,
             echo=echo,
+            signals=signals,
         )
         status, code = child_status(result)
         attempts.append(Attempt(cfg=current, result=result, status=status, exit_code=code))
         if status != "oom" or len(changes) >= retry_oom:
             return attempts, changes
+        if signals is not None and signals.received is not None:
+            return attempts, changes  # told to stop: no retry
         change = next_oom_change(current)
         if change is None:
             return attempts, changes
@@ -108,7 +113,8 @@ def failure_reason(attempt: Attempt) -> str | None:
     """Why a run did not complete, with what to try next; None when it completed."""
     result = attempt.result
     if attempt.status == "interrupted":
-        return f"stopped by signal {result.interrupted_by}"
+        signum = result.interrupted_by or 0
+        return f"stopped by {signal_name(signum)} (signal {signum})"
     if attempt.status == "diverged":
         return f"{result.diverged}; lower learning_rate or check the data"
     if attempt.status == "oom":

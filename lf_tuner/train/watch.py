@@ -1,9 +1,11 @@
 """The one watcher of a training process, for `lf-tuner run` and for every sweep trial.
 
 `run_child` starts the child in its own session, tees its output to a log file, follows `trainer_log.jsonl`,
-forwards SIGINT/SIGTERM to the whole group (from the main thread), stops it when the loss or grad_norm turns
-NaN/inf (or, with a factor, grows past it) or when the caller asks, and leaves no process of its group behind.
-One OOM pattern, one log tail, one group kill. No torch, no click, no print here.
+passes SIGINT, SIGTERM, SIGHUP and SIGQUIT on to the whole training tree (from the main thread: `StopSignals`),
+stops it when the loss or grad_norm turns NaN/inf (or, with a factor, grows past it) or when the caller asks,
+and leaves no process behind: the tree is the child's process group plus every descendant seen, those that left
+the group with setsid included (`ProcessTree`). One OOM pattern, one log tail, one tree kill. No torch, no click,
+no print here.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
+
+import psutil
 
 from lf_tuner.errors import LfTunerError
 from lf_tuner.train.command import Command
@@ -158,33 +162,150 @@ class ChildResult:
 Progress = Callable[[dict[str, Any]], None]
 
 
-class _SignalForwarder:
-    """While active, SIGINT/SIGTERM received by lf-tuner go to the child's whole process group."""
+# What ends a run from outside: Ctrl-C, kill, a closed terminal, Ctrl-\\
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
-    def __init__(self, pgid: int) -> None:
-        self.pgid = pgid
-        self.received: int | None = None
-        self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> _SignalForwarder:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
+def forwarded_signal(signum: int) -> int:
+    """What the training tree gets when lf-tuner receives `signum`: SIGINT stays SIGINT (a KeyboardInterrupt in
+    Python), SIGTERM, SIGHUP and SIGQUIT become SIGTERM (a clean stop: no core dump, torchrun stops its
+    workers)."""
+    return signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM
 
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.received is None:
-            self.received = signum
-        _killpg(self.pgid, signum)
 
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def _killpg(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+class ProcessTree:
+    """A child started in its own session (pid = process group = session id) and every descendant seen so far.
+
+    A descendant that calls setsid leaves the group, so a group signal misses it; `refresh` (at every poll and
+    before each signal) remembers each descendant with its start time, so one that lost its parent is still
+    found and a reused pid is never signalled.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.known: dict[int, float] = {}  # pid -> create_time
+        try:
+            self.created: float | None = psutil.Process(pid).create_time()
+        except psutil.Error:
+            self.created = None
+
+    def refresh(self) -> None:
+        try:
+            leader = psutil.Process(self.pid)
+            if leader.create_time() != self.created:
+                return  # gone, and its pid taken by another process
+            children = leader.children(recursive=True)
+        except psutil.Error:
+            return
+        for proc in children:
+            with contextlib.suppress(psutil.Error):
+                self.known.setdefault(proc.pid, proc.create_time())
+
+    def _alive(self, pid: int, created: float) -> psutil.Process | None:
+        try:
+            proc = psutil.Process(pid)
+            if proc.create_time() != created or proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+        except psutil.Error:
+            return None
+        return proc
+
+    def outside_group(self) -> list[psutil.Process]:
+        """Known descendants, still alive, that are not in the child's process group (they called setsid)."""
+        procs = (self._alive(pid, created) for pid, created in list(self.known.items()))
+        return [p for p in procs if p is not None and _pgid(p.pid) != self.pid]
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` to the process group and to every known descendant outside it."""
+        self.refresh()
+        _killpg(self.pid, sig)
+        for proc in self.outside_group():
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(sig)
+
+    def remaining(self) -> list[psutil.Process]:
+        """Processes of the tree still alive (zombies do not count): the group's members and known strays."""
+        members: list[psutil.Process] = []
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if _pgid(proc.pid) == self.pid and proc.status() != psutil.STATUS_ZOMBIE:
+                    members.append(proc)
+        return members + self.outside_group()
+
+    def kill(self, wait_s: float = 5.0) -> list[psutil.Process]:
+        """SIGKILL whatever is left of the tree and wait (at most `wait_s`) until it is gone; returns what is
+        still there then (nothing, unless a process is stuck in the kernel)."""
+        self.signal(signal.SIGKILL)
+        deadline = time.monotonic() + wait_s
+        left = self.remaining()
+        while left and time.monotonic() < deadline:
+            for proc in left:
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(signal.SIGKILL)
+            time.sleep(0.02)
+            left = self.remaining()
+        return left
+
+
+class StopSignals:
+    """While active (in the main thread; elsewhere it does nothing), SIGINT, SIGTERM, SIGHUP and SIGQUIT do not
+    end lf-tuner: the first one is kept in `received`, and each one is passed on (`forwarded_signal`) to the
+    tree being watched. Enter it before the child starts and leave it after the run's record is written, so a
+    signal at any moment in between stops the run and is recorded."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.tree: ProcessTree | None = None
+        self._sent_to: ProcessTree | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signum
+        tree = self.tree
+        if tree is not None:
+            self._sent_to = tree
+            tree.signal(forwarded_signal(signum))
+
+    def attach(self, tree: ProcessTree) -> None:
+        """Watch `tree`; a signal that came before it started is passed on now."""
+        self.tree = tree
+        if self.received is not None and self._sent_to is not tree:
+            self._sent_to = tree
+            tree.signal(forwarded_signal(self.received))
+
+    def detach(self) -> None:
+        self.tree = None
 
 
 def process_start(pid: int) -> str | None:
@@ -243,12 +364,54 @@ def run_child(
     poll_s: float = 0.5,
     grace_s: float = 30.0,
     base_env: Mapping[str, str] | None = None,
+    signals: StopSignals | None = None,
 ) -> ChildResult:
-    """Start the child in its own session, watch it until it ends, and leave no process of its group behind.
+    """Start the child in its own session, watch it until it ends, and leave no process of its tree behind.
 
     `on_start` gets the child's pid (its process group); `should_stop`, asked at every poll, returns a reason
-    to stop the child (SIGTERM to the group, SIGKILL after `grace_s`), kept in `ChildResult.stopped_for`.
+    to stop the child (SIGTERM to the tree, SIGKILL after `grace_s`), kept in `ChildResult.stopped_for`.
+    `signals`, entered by the caller, spans several children (`runner.run_with_retries`) and the record written
+    after them; without it the watch handles the stop signals itself while the child runs. A child is not
+    started once a stop signal has come.
     """
+    with contextlib.ExitStack() as stack:
+        if signals is None:
+            signals = stack.enter_context(StopSignals())
+        if signals.received is not None:
+            return ChildResult(-signals.received, False, signals.received, None, [], 0.0, [])
+        return _watch(
+            command,
+            signals,
+            output_dir=output_dir,
+            log_path=log_path,
+            stop_on_nan=stop_on_nan,
+            divergence_factor=divergence_factor,
+            on_progress=on_progress,
+            on_start=on_start,
+            should_stop=should_stop,
+            echo=echo,
+            poll_s=poll_s,
+            grace_s=grace_s,
+            base_env=base_env,
+        )
+
+
+def _watch(
+    command: Command,
+    signals: StopSignals,
+    *,
+    output_dir: Path,
+    log_path: Path,
+    stop_on_nan: bool,
+    divergence_factor: float | None,
+    on_progress: Progress | None,
+    on_start: Callable[[int], None] | None,
+    should_stop: Callable[[], str | None] | None,
+    echo: IO[str] | None,
+    poll_s: float,
+    grace_s: float,
+    base_env: Mapping[str, str] | None,
+) -> ChildResult:
     env = dict(os.environ if base_env is None else base_env)
     env.update(command.env)
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -278,43 +441,51 @@ def run_child(
         except OSError as exc:
             raise LfTunerError(f"llamafactory-cli: cannot start {command.argv[0]!r}: {exc.strerror}") from exc
         assert proc.stdout is not None
-        if on_start is not None:
-            on_start(proc.pid)
+        tree = ProcessTree(proc.pid)
         reader = threading.Thread(target=_pump, args=(proc.stdout, log, tail, flags, echo), daemon=True)
         reader.start()
         stop_sent_at: float | None = None
-        with _SignalForwarder(proc.pid) as forwarder, ProcessGroupPeak(proc.pid) as gpu_peak:
-            while True:
-                try:
-                    proc.wait(timeout=poll_s)
-                    finished = True
-                except subprocess.TimeoutExpired:
-                    finished = False
-                for entry in trainer_log.poll():
-                    if on_progress is not None:
-                        on_progress(entry)
-                    if diverged is None and (found := watch.check(entry)):
-                        diverged = found
-                if diverged is None and not finished:
-                    diverged = flags["nan_line"] and f"{flags['nan_line']} in the training output"
-                    if diverged is None and trainer_log.entries:
-                        diverged = divergence_in_state(output_dir)
-                if finished:
-                    break
-                if stopped_for is None and should_stop is not None:
-                    stopped_for = should_stop()
-                if ((diverged and stop_on_nan) or stopped_for) and stop_sent_at is None:
-                    _killpg(proc.pid, signal.SIGTERM)
-                    stop_sent_at = time.monotonic()
-                stopping_since = stop_sent_at
-                if forwarder.received is not None and stopping_since is None:
-                    stop_sent_at = stopping_since = time.monotonic()
-                if stopping_since is not None and time.monotonic() - stopping_since > grace_s:
-                    _killpg(proc.pid, signal.SIGKILL)
-            # the leader is gone; anything left in its group (torchrun workers, dataloaders) goes too
-            _killpg(proc.pid, signal.SIGKILL)
-        reader.join(timeout=5)
-        received = forwarder.received
+        received: int | None = None
+        try:
+            signals.attach(tree)
+            if on_start is not None:
+                on_start(proc.pid)
+            with ProcessGroupPeak(proc.pid) as gpu_peak:
+                while True:
+                    try:
+                        proc.wait(timeout=poll_s)
+                        finished = True
+                    except subprocess.TimeoutExpired:
+                        finished = False
+                    tree.refresh()
+                    for entry in trainer_log.poll():
+                        if on_progress is not None:
+                            on_progress(entry)
+                        if diverged is None and (found := watch.check(entry)):
+                            diverged = found
+                    if diverged is None and not finished:
+                        diverged = flags["nan_line"] and f"{flags['nan_line']} in the training output"
+                        if diverged is None and trainer_log.entries:
+                            diverged = divergence_in_state(output_dir)
+                    if finished:
+                        received = signals.received  # a signal after the child ended stopped nothing
+                        break
+                    if stopped_for is None and should_stop is not None:
+                        stopped_for = should_stop()
+                    if ((diverged and stop_on_nan) or stopped_for) and stop_sent_at is None:
+                        tree.signal(signal.SIGTERM)
+                        stop_sent_at = time.monotonic()
+                    if signals.received is not None and stop_sent_at is None:
+                        stop_sent_at = time.monotonic()  # the handler has passed the signal on
+                    if stop_sent_at is not None and time.monotonic() - stop_sent_at > grace_s:
+                        tree.signal(signal.SIGKILL)
+        finally:
+            signals.detach()
+            # the leader is gone (or the watch failed): the rest of its tree (torchrun workers, dataloaders,
+            # anything that left the group) goes too, and lf-tuner waits until it has
+            tree.kill()
+            proc.wait()
+            reader.join(timeout=5)
     if diverged is None:
         diverged = flags["nan_line"] and f"{flags['nan_line']} in the training output"
     if diverged is None:
