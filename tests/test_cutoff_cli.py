@@ -93,6 +93,7 @@ def test_drop_longer_than_writes_a_filtered_copy(tmp_path: Path, tok: Path) -> N
     code, out, err = _run(*args, str(out_file))
     assert code == 0, err
     assert out.splitlines()[-1] == "dropped 3 samples; wrote 2 rows"
+    assert err == f"wrote 2 rows to {out_file} (dropped 3 samples over 10 tokens)\n"
     assert json.loads(out_file.read_text()) == ROWS[:2]
     code, _, err = _run(*args, str(out_file))
     assert code == 1

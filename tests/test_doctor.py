@@ -119,4 +119,7 @@ def test_run_writes_slurm_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert (tmp_path / "out" / "lf-tuner-config.yaml").exists()
     again = CliRunner().invoke(cli, [*args, "--overwrite"])
     assert again.exit_code == 1
-    assert again.stderr == "Error: slurm_script: job.sh exists; pass --force to replace it\n"
+    assert again.stderr == (
+        "note: NVML sees no GPU here; planning for GPU 0,1,2,3,4,5,6,7 from --gpus 8\n"
+        "Error: slurm_script: job.sh exists; pass --force to replace it\n"
+    )

@@ -133,3 +133,61 @@ def test_models_lists_catalog() -> None:
     result = invoke("models")
     assert result.exit_code == 0
     assert "Qwen3-30B-A3B (8/128 experts)" in result.stdout and "30.53B" in result.stdout
+
+
+def test_check_exits_3_when_it_does_not_fit() -> None:
+    args = ["estimate", "--model", "Qwen2.5-0.5B", "--cutoff", "1024", "--check"]
+    fits = invoke(*args, "--gpu-memory", "24")
+    assert fits.exit_code == 0 and fits.stderr == ""
+    short = invoke(*args, "--gpu-memory", "4")
+    assert short.exit_code == 3
+    assert strip(short.stdout) == EXPECTED_TABLE  # the same report, then the verdict
+    assert short.stderr == (
+        "Error: does not fit 4 GiB GPU: short by 0.51 GiB; apply a change listed above, or check against "
+        "other GPUs (--gpu-memory)\n"
+    )
+    as_json = invoke(*args, "--gpu-memory", "4", "--json")
+    assert as_json.exit_code == 3 and json.loads(as_json.stdout)["fits"] is False
+    assert invoke("estimate", "--model", "Qwen2.5-0.5B", "--cutoff", "1024", "--gpu-memory", "4").exit_code == 0
+
+
+def test_check_and_max_cutoff_need_something_to_check_against(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lf_tuner.train.gpus
+
+    monkeypatch.setattr(lf_tuner.train.gpus, "detect_gpus", lambda select=None: [])
+    result = invoke("estimate", "--model", "Qwen2.5-0.5B", "--check")
+    assert result.exit_code == 2
+    assert "Error: --check needs a GPU to check against (none detected): pass --gpu-memory GIB" in result.stderr
+
+
+def test_max_cutoff_says_when_nothing_fits() -> None:
+    from dataclasses import replace
+
+    from lf_tuner.memory import estimate, setup_from_config
+    from lf_tuner.models import resolve_model
+
+    setup = setup_from_config(
+        {"model_name_or_path": "Qwen2.5-7B", "finetuning_type": "full", "per_device_train_batch_size": 1},
+        resolve_model("Qwen2.5-7B"),
+    )
+    need = estimate(replace(setup, cutoff_len=128)).total_gib
+    args = ["estimate", "--model", "Qwen2.5-7B", "--method", "full", "--max-cutoff", "--gpu-memory", "24"]
+    result = invoke(*args)
+    assert result.exit_code == 3
+    assert "largest cutoff_len that fits" not in result.stdout
+    line = result.stderr.splitlines()
+    assert len(line) == 1
+    assert line[0].startswith(f"Error: no cutoff_len fits 24 GiB GPU: even cutoff_len 128 needs {need:.2f} GiB; ")
+    assert need > 24
+    data = json.loads(invoke(*args, "--json").stdout)
+    assert data["max_cutoff"] is None and data["max_cutoff_problem"] == line[0].removeprefix("Error: ")
+
+
+def test_tables_are_never_cut_to_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lf_tuner.models.catalog import CATALOG
+
+    monkeypatch.setenv("COLUMNS", "40")  # narrower than the table: the line is left long, numbers whole
+    out = invoke("models").stdout
+    assert "…" not in out
+    for arch in CATALOG:
+        assert f" {arch.vocab_size} " in out and f" {arch.max_positions} " in out

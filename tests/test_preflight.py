@@ -135,7 +135,7 @@ def test_choose_gpus_selects_or_stops_without_one(cfg: dict[str, Any], fake_gpus
     )
     assert preflight.choose_gpus(cfg, "0", cpu=False, planning=True) == (
         [],
-        ["note: NVML sees no GPU here; planning for GPU 0 as --gpus names them"],
+        ["note: NVML sees no GPU here; planning for GPU 0 from --gpus 0"],
     )
     with pytest.raises(BadValue, match="lists GPU 0 twice"):  # a bad value is refused even without NVML
         preflight.choose_gpus(cfg, "0,0", cpu=False, planning=True)

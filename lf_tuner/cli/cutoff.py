@@ -95,6 +95,11 @@ def command(data: Path | None, dataset: str | None, dataset_dir: Path | None, co
         if len(attrs) != 1:
             raise click.UsageError("--output filters one dataset at a time; pass a single --dataset")
         result["dropped"], result["written"] = core.drop_longer(attrs[0], m, drop_longer_than, output, force)
+        click.echo(
+            f"wrote {result['written']} rows to {output} (dropped {result['dropped']} samples over "
+            f"{drop_longer_than} tokens)",
+            err=True,
+        )
     click.echo(
         json.dumps(result, indent=2) if as_json else "\n".join(core.human_lines(m, rec, result, attrs))
     )

@@ -12,7 +12,7 @@ import click
 from rich import box
 from rich.table import Table
 
-from lf_tuner.cli._common import console
+from lf_tuner.cli._common import show
 
 # distribution name -> what needs it
 PACKAGES: dict[str, str] = {
@@ -109,7 +109,6 @@ def command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    out = console()
     table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
     table.add_column("component")
     table.add_column("version")
@@ -124,7 +123,7 @@ def command(as_json: bool) -> None:
             )
         table.add_row(name, (version or "missing") + extra)
     table.add_row("llamafactory-cli", info["llamafactory_cli"] or "not on PATH")
-    out.print(table)
+    show(table)
     for g in info["gpus"]:
         click.echo(f"GPU {g['index']}: {g['name']}, {g['total_gib']:.1f} GiB, {g['free_gib']:.1f} GiB free")
     for line in info["problems"]:

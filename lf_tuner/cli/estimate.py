@@ -11,7 +11,7 @@ import click
 from rich import box
 from rich.table import Table
 
-from lf_tuner.cli._common import console, load_yaml_mapping
+from lf_tuner.cli._common import console, load_yaml_mapping, show
 from lf_tuner.errors import LfTunerError
 from lf_tuner.memory import (
     ATTENTIONS,
@@ -22,11 +22,14 @@ from lf_tuner.memory import (
     Estimate,
     TrainSetup,
     estimate,
+    fit_changes,
     max_cutoff,
     report_fit,
     setup_from_config,
 )
 from lf_tuner.models import resolve_model
+
+DOES_NOT_FIT = 3  # exit status: the run (or any cutoff_len, with --max-cutoff) does not fit
 
 LABELS = {
     "weights": "base weights",
@@ -144,16 +147,26 @@ def render_table(est: Estimate) -> Table:
     is_flag=True,
     help="Print the largest cutoff_len (a multiple of 128) that fits.",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help=f"Exit with status {DOES_NOT_FIT} when the run does not fit the GPUs it is checked against.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def command(
     config: Path | None,
     model: str | None,
     gpu_memory: float | None,
     want_max_cutoff: bool,
+    check: bool,
     as_json: bool,
     **flags: Any,
 ) -> None:
-    """Peak GPU memory of a run, whether it fits, and what to change if not."""
+    """Peak GPU memory of a run, whether it fits, and what to change if not.
+
+    It is checked against --gpu-memory, else the free memory of every detected GPU. Exit status 3: with
+    --check, the run does not fit; with --max-cutoff, no cutoff_len fits.
+    """
     if flags.get("quantization_bit"):
         flags["quantization_bit"] = int(flags["quantization_bit"])
     if gpu_memory is not None and gpu_memory <= 0:
@@ -162,23 +175,51 @@ def command(
     est = estimate(setup)
     gpus = budgets(gpu_memory)
     result: dict[str, Any] = est.as_dict()
-    if want_max_cutoff and gpus:
-        result["max_cutoff"] = min(max_cutoff(setup, g.budget_bytes) for g in gpus)
-    elif want_max_cutoff:
-        raise click.UsageError("--max-cutoff needs a GPU: pass --gpu-memory GIB")
+    if (want_max_cutoff or check) and not gpus:
+        flag = "--max-cutoff" if want_max_cutoff else "--check"
+        raise click.UsageError(f"{flag} needs a GPU to check against (none detected): pass --gpu-memory GIB")
+    nothing_fits: str | None = None
+    if want_max_cutoff:
+        tightest = min(gpus, key=lambda g: g.budget_bytes)
+        result["max_cutoff"] = max_cutoff(setup, tightest.budget_bytes) or None
+        if result["max_cutoff"] is None:
+            nothing_fits = result["max_cutoff_problem"] = no_cutoff_fits(setup, tightest)
     fit = report_fit(est, gpus) if gpus else None
     if fit:
         result.update(fit.as_dict())
     if as_json:
         click.echo(json.dumps(result, indent=2))
-        return
-    out = console()
-    out.print(render_table(est))
-    if fit:
-        for line in fit.lines:
-            out.print(line)
-    if "max_cutoff" in result:
-        out.print(f"largest cutoff_len that fits: {result['max_cutoff']}")
+    else:
+        show(render_table(est))
+        for line in fit.lines if fit else []:
+            console().print(line)
+        if result.get("max_cutoff"):
+            console().print(f"largest cutoff_len that fits: {result['max_cutoff']}")
+    if nothing_fits:
+        click.echo(f"Error: {nothing_fits}", err=True)
+        raise SystemExit(DOES_NOT_FIT)
+    if check and fit is not None and not fit.fits:
+        short = min(fit.gpus, key=lambda g: g.headroom_gib)
+        click.echo(
+            f"Error: does not fit {short.gpu}: short by {-short.headroom_gib:.2f} GiB; "
+            "apply a change listed above, or check against other GPUs (--gpu-memory)",
+            err=True,
+        )
+        raise SystemExit(DOES_NOT_FIT)
+
+
+def no_cutoff_fits(setup: TrainSetup, gpu: Budget, multiple: int = 128) -> str:
+    """Why no cutoff_len fits `gpu`, and what would make the smallest one fit."""
+    small = replace(setup, cutoff_len=multiple)
+    need = estimate(small).total_gib
+    changes = fit_changes(small, gpu.budget_bytes)
+    fix = (
+        f"with `{changes[0].description}` it would need {changes[0].total_gib:.2f} GiB "
+        f"({', '.join(f'{k}: {v}' for k, v in changes[0].overrides.items())})"
+        if changes
+        else "use a smaller model, or more GPUs with --deepspeed zero3"
+    )
+    return f"no cutoff_len fits {gpu.name}: even cutoff_len {multiple} needs {need:.2f} GiB; {fix}"
 
 
 def budgets(gpu_memory_gib: float | None) -> list[Budget]:

@@ -8,7 +8,7 @@ import click
 from rich import box
 from rich.table import Table
 
-from lf_tuner.cli._common import console
+from lf_tuner.cli._common import console, show
 from lf_tuner.models.catalog import CATALOG
 
 
@@ -57,5 +57,5 @@ def command(as_json: bool) -> None:
             str(a.max_positions),
             a.template,
         )
-    console().print(table)
+    show(table)
     console().print("Any model directory with a config.json works too: lf-tuner estimate --model ./my-model")

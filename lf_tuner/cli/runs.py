@@ -10,7 +10,7 @@ import click
 from rich import box
 from rich.table import Table
 
-from lf_tuner.cli._common import console
+from lf_tuner.cli._common import console, show
 from lf_tuner.train.records import STATUSES, list_runs
 
 
@@ -110,7 +110,7 @@ def command(limit: int, status: str | None, calibrate: bool, as_json: bool) -> N
         return
     if calibrate:
         table, summary = calibration(rows)
-        out.print(table)
+        show(table)
         out.print(summary)
     else:
-        out.print(runs_table(rows))
+        show(runs_table(rows))

@@ -113,7 +113,7 @@ def choose_gpus(
     if not gpus:
         named = ",".join(str(i) for i in named_gpus(select))
         notes.append(
-            f"note: NVML sees no GPU here; planning for GPU {named} as --gpus names them"
+            f"note: NVML sees no GPU here; planning for GPU {named} from --gpus {select}"
             if named
             else "note: NVML sees no GPU here; the plan leaves CUDA_VISIBLE_DEVICES as it is "
             "(name the GPUs with --gpus 0,1 to plan for them)"
