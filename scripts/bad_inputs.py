@@ -149,7 +149,9 @@ def signals() -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per case")
     parser.add_argument("--no-signals", action="store_true", help="skip the signal runs")
     args = parser.parse_args()

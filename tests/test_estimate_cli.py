@@ -148,7 +148,9 @@ def test_check_exits_3_when_it_does_not_fit() -> None:
     )
     as_json = invoke(*args, "--gpu-memory", "4", "--json")
     assert as_json.exit_code == 3 and json.loads(as_json.stdout)["fits"] is False
-    assert invoke("estimate", "--model", "Qwen2.5-0.5B", "--cutoff", "1024", "--gpu-memory", "4").exit_code == 0
+    assert (
+        invoke("estimate", "--model", "Qwen2.5-0.5B", "--cutoff", "1024", "--gpu-memory", "4").exit_code == 0
+    )
 
 
 def test_check_and_max_cutoff_need_something_to_check_against(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,7 +159,9 @@ def test_check_and_max_cutoff_need_something_to_check_against(monkeypatch: pytes
     monkeypatch.setattr(lf_tuner.train.gpus, "detect_gpus", lambda select=None: [])
     result = invoke("estimate", "--model", "Qwen2.5-0.5B", "--check")
     assert result.exit_code == 2
-    assert "Error: --check needs a GPU to check against (none detected): pass --gpu-memory GIB" in result.stderr
+    assert (
+        "Error: --check needs a GPU to check against (none detected): pass --gpu-memory GIB" in result.stderr
+    )
 
 
 def test_max_cutoff_says_when_nothing_fits() -> None:
@@ -177,7 +181,9 @@ def test_max_cutoff_says_when_nothing_fits() -> None:
     assert "largest cutoff_len that fits" not in result.stdout
     line = result.stderr.splitlines()
     assert len(line) == 1
-    assert line[0].startswith(f"Error: no cutoff_len fits 24 GiB GPU: even cutoff_len 128 needs {need:.2f} GiB; ")
+    assert line[0].startswith(
+        f"Error: no cutoff_len fits 24 GiB GPU: even cutoff_len 128 needs {need:.2f} GiB; "
+    )
     assert need > 24
     data = json.loads(invoke(*args, "--json").stdout)
     assert data["max_cutoff"] is None and data["max_cutoff_problem"] == line[0].removeprefix("Error: ")
