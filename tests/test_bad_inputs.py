@@ -511,3 +511,28 @@ def test_the_battery_covers_every_command() -> None:
     assert len(CASES) >= 60
     assert len({c.id for c in CASES}) == len(CASES)
     assert {c.argv[0] for c in CASES if c.argv} == set(COMMANDS)
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (OSError(28, "No space left on device", "out/lf-tuner.log"),
+         "Error: out/lf-tuner.log: No space left on device; the disk is full; free some space and run it again"),
+        (PermissionError(13, "Permission denied", "/srv/runs"),
+         "Error: /srv/runs: Permission denied; check its permissions, or choose a path you can write"),
+        (IsADirectoryError(21, "Is a directory", "data"), "Error: data: Is a directory; it is a folder; give a file path"),
+        (OSError(5, "Input/output error"), "Error: Input/output error; check the path and try again"),
+    ],
+)  # fmt: skip
+def test_a_file_system_error_is_one_line_naming_the_path(error: OSError, line: str) -> None:
+    """The last resort in cli: an OSError no check foresaw still reaches the user as one line, exit 1."""
+    import click
+
+    from lf_tuner.cli import _map_errors
+
+    @click.command()
+    def failing() -> None:
+        raise error
+
+    result = CliRunner().invoke(_map_errors(failing), [])
+    assert (result.exit_code, result.stderr) == (1, line + "\n")

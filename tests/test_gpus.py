@@ -94,7 +94,9 @@ def test_process_group_peak_counts_only_the_session(monkeypatch: pytest.MonkeyPa
         gone = 2**22 + 1  # above the kernel's pid_max: a process that has already exited
         _fake_nvml(monkeypatch, [(me, 3 << 30), (other.pid, 5 << 30), (gone, 7 << 30)])
         with ProcessGroupPeak(os.getsid(me), interval_s=0.01) as peak:
-            time.sleep(0.1)
+            deadline = time.monotonic() + 60  # only a guard against a hang: the poll is waited for, not timed
+            while not peak.peaks and time.monotonic() < deadline:
+                time.sleep(0.01)
     finally:
         other.kill()
         other.wait()

@@ -251,7 +251,7 @@ class ProcessTree:
                     members.append(proc)
         return members + self.outside_group()
 
-    def kill(self, wait_s: float = 5.0) -> list[psutil.Process]:
+    def kill(self, wait_s: float = 10.0) -> list[psutil.Process]:
         """SIGKILL whatever is left of the tree and wait (at most `wait_s`) until it is gone; returns what is
         still there then (nothing, unless a process is stuck in the kernel)."""
         self.signal(signal.SIGKILL)
