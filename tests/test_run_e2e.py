@@ -60,9 +60,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_real_run_on_cpu(project: Path) -> None:
-    started = time.monotonic()
     result = CliRunner().invoke(cli, ["run", "train.yaml", "--cpu"], catch_exceptions=False)
-    elapsed = time.monotonic() - started
     assert result.exit_code == 0, result.stderr + (project / "out" / "lf-tuner.log").read_text()[-3000:]
     out = project / "out"
     assert (out / "adapter_model.safetensors").stat().st_size > 0
@@ -82,7 +80,6 @@ def test_real_run_on_cpu(project: Path) -> None:
     assert staged["use_cpu"] is True and staged["bf16"] is False  # --cpu turned bf16 off
     assert "note: bf16: true -> false (CPU run)" in result.stderr
     assert "step 3/3" in result.stderr
-    assert elapsed < 90, f"the end-to-end run took {elapsed:.0f} s"
 
 
 def _children(pid: int) -> list[int]:
@@ -110,28 +107,31 @@ def _group_members(pgid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
-def test_sigterm_during_real_run(project: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_during_a_real_run(project: Path, sig: signal.Signals) -> None:
     cfg = yaml.safe_load((project / "train.yaml").read_text())
     cfg.update(max_steps=2000, bf16=False, use_cpu=True)
     (project / "train.yaml").write_text(yaml.safe_dump(cfg))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lf_tuner", "run", "train.yaml", "--yes"],
+        [sys.executable, "-m", "lf_tuner", "run", "train.yaml"],
         cwd=project,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     log = project / "out" / "trainer_log.jsonl"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a guard against a hang only: the first logged step is waited for
     while time.monotonic() < deadline and not (log.exists() and log.read_text().strip()):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.2)
     children = _children(proc.pid)
     assert len(children) == 1
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, stderr
     record = json.loads((project / "out" / "lf-tuner-run.json").read_text())
-    assert record["status"] == "interrupted"
+    assert (
+        record["status"] == "interrupted" and record["reason"] == f"stopped by {sig.name} (signal {int(sig)})"
+    )
     assert record["steps"] is not None and record["steps"] < 2000
     assert _group_members(children[0]) == []  # nothing of the child's process group is left
