@@ -1,7 +1,8 @@
 """Errors that reach the user as one line and an exit code, never as a traceback.
 
 The core raises these plain exceptions; only `lf_tuner.cli` turns them into click's messages and exit codes
-(1 for bad config or data, 2 for a bad flag or argument), so the core can be used as a library.
+(1 for bad config or data, 2 for a bad flag or argument, 3 for a run that does not fit), so the core can be used
+as a library.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ class BadValue(LfTunerError):
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.param = param
+
+
+class DoesNotFit(LfTunerError):
+    """The run does not fit the GPU memory it was checked against (`estimate --check`): exit code 3, so a script
+    can tell it from a bad config."""
+
+    exit_code = 3
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from lf_tuner import __version__
-from lf_tuner.errors import BadValue, LfTunerError
+from lf_tuner.errors import BadValue, DoesNotFit, LfTunerError
 
 # command name -> module under lf_tuner.cli that defines `command`
 COMMANDS: dict[str, str] = {
@@ -33,11 +33,17 @@ def _click_error(exc: LfTunerError) -> click.ClickException:
     """The one place where the core's errors become click's messages and exit codes."""
     if isinstance(exc, BadValue):
         return click.BadParameter(exc.message, param_hint=exc.param)
+    if isinstance(exc, DoesNotFit):
+        return _NoFitError(exc.message)
     return _ConfigError(exc.message)
 
 
 class _ConfigError(click.ClickException):
     exit_code = LfTunerError.exit_code
+
+
+class _NoFitError(click.ClickException):
+    exit_code = DoesNotFit.exit_code
 
 
 # What to do about a file system error the core did not foresee, by errno

@@ -12,7 +12,7 @@ from rich import box
 from rich.table import Table
 
 from lf_tuner.cli._common import console, load_yaml_mapping, show
-from lf_tuner.errors import LfTunerError
+from lf_tuner.errors import DoesNotFit, LfTunerError
 from lf_tuner.memory import (
     ATTENTIONS,
     DEEPSPEED,
@@ -28,8 +28,6 @@ from lf_tuner.memory import (
     setup_from_config,
 )
 from lf_tuner.models import resolve_model
-
-DOES_NOT_FIT = 3  # exit status: the run (or any cutoff_len, with --max-cutoff) does not fit
 
 LABELS = {
     "weights": "base weights",
@@ -150,7 +148,7 @@ def render_table(est: Estimate) -> Table:
 @click.option(
     "--check",
     is_flag=True,
-    help=f"Exit with status {DOES_NOT_FIT} when the run does not fit the GPUs it is checked against.",
+    help=f"Exit with status {DoesNotFit.exit_code} when the run does not fit the GPUs it is checked against.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def command(
@@ -196,16 +194,13 @@ def command(
         if result.get("max_cutoff"):
             console().print(f"largest cutoff_len that fits: {result['max_cutoff']}")
     if nothing_fits:
-        click.echo(f"Error: {nothing_fits}", err=True)
-        raise SystemExit(DOES_NOT_FIT)
+        raise DoesNotFit(nothing_fits)
     if check and fit is not None and not fit.fits:
         short = min(fit.gpus, key=lambda g: g.headroom_gib)
-        click.echo(
-            f"Error: does not fit {short.gpu}: short by {-short.headroom_gib:.2f} GiB; "
-            "apply a change listed above, or check against other GPUs (--gpu-memory)",
-            err=True,
+        raise DoesNotFit(
+            f"does not fit {short.gpu}: short by {-short.headroom_gib:.2f} GiB; "
+            "apply a change listed above, or check against other GPUs (--gpu-memory)"
         )
-        raise SystemExit(DOES_NOT_FIT)
 
 
 def no_cutoff_fits(setup: TrainSetup, gpu: Budget, multiple: int = 128) -> str:
