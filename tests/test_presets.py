@@ -77,10 +77,14 @@ def test_preset_with_typo_lists_every_problem(tmp_path: Path) -> None:
     with pytest.raises(LfTunerError) as info:
         parse_preset(text, "my.yaml")
     message = info.value.message
-    assert "my.yaml: learning_rat: unknown preset key; did you mean `learning_rate`?" in message
-    assert "my.yaml: lora.rnak: unknown preset key; did you mean `rank`?" in message
-    assert "my.yaml: learning_rate: Field required" in message
-    assert "my.yaml: extra: `warmup_ratoi` is not a LLaMA-Factory key; did you mean `warmup_ratio`" in message
+    assert message.splitlines() == [
+        "my.yaml has 4 problems:",
+        "learning_rate: required key is missing",
+        "lora.rnak: unknown preset key; did you mean `rank`?",
+        "extra: `warmup_ratoi` is not a LLaMA-Factory key; did you mean `warmup_ratio` or `warmup_steps` "
+        "or `badam_update_ratio`?",
+        "learning_rat: unknown preset key; did you mean `learning_rate`?",
+    ]
 
 
 def test_preset_bad_choice_and_types() -> None:
@@ -90,7 +94,27 @@ def test_preset_bad_choice_and_types() -> None:
         LfTunerError, match=r"lr_scheduler_type: `cosin` is not allowed; did you mean `cosine`"
     ) as info:
         parse_preset(text, "p.yaml")
-    assert "p.yaml: cutoff_len: Input should be greater than 0" in info.value.message
+    assert "\ncutoff_len: Input should be greater than 0 (got -1)\n" in info.value.message
+
+
+def test_preset_by_method_value_names_the_key_not_the_union_branch() -> None:
+    text = builtin_text("security").replace("learning_rate: 5.0e-5", "learning_rate: {lora: 1.0e-4}")
+    with pytest.raises(LfTunerError) as info:
+        parse_preset(text, "p.yaml")
+    lines = info.value.message.splitlines()[1:]
+    assert "learning_rate.full: required key is missing" in lines
+    assert "learning_rate: Input should be a valid number (got {'lora': 0.0001})" not in lines
+
+
+def test_preset_with_a_duplicate_key_names_both_lines() -> None:
+    text = builtin_text("security") + "cutoff_len: 1024\n"
+    first = text.splitlines().index("cutoff_len: 4096") + 1
+    with pytest.raises(LfTunerError) as info:
+        parse_preset(text, "p.yaml")
+    last = len(text.splitlines())
+    assert info.value.message == (
+        f"p.yaml has 1 problem:\ncutoff_len: given twice (lines {first} and {last}); keep one"
+    )
 
 
 def test_unknown_preset_cli() -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import yaml
-
-from lf_tuner.errors import BadValue
+from lf_tuner.config.files import parse_yaml
+from lf_tuner.errors import BadValue, LfTunerError
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -33,24 +32,10 @@ def parse_override(item: str) -> tuple[str, Any, bool]:
             f"`{item}`: `{key}` is not a key name; write e.g. `learning_rate=1e-4`", param="override"
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        problem = str(exc).splitlines()[0]
-        raise BadValue(
-            f"`{item}`: the value is not valid YAML ({problem}); quote it, e.g. {key}='...'",
-            param="override",
-        ) from exc
-    return key, _yaml11_floats(value, raw.strip()), False
-
-
-def _yaml11_floats(value: Any, raw: str) -> Any:
-    """YAML 1.1 reads `1e-4` as a string; users mean a number (LLaMA-Factory's OmegaConf agrees)."""
-    if isinstance(value, str) and value == raw:
-        try:
-            return float(raw) if re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", raw) else value
-        except ValueError:
-            return value
-    return value
+        value = parse_yaml(raw, f"`{item}`") if raw.strip() else ""
+    except LfTunerError as exc:  # values are read as config files are: `1e-4` is a number
+        raise BadValue(f"{exc.message}; quote the value, e.g. {key}='...'", param="override") from None
+    return key, value, False
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

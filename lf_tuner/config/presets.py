@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lf_tuner.config.files import parse_mapping, pydantic_problems
 from lf_tuner.config.schema import load_schema
 from lf_tuner.errors import LfTunerError, ProblemsError, did_you_mean
 from lf_tuner.resources import shipped
@@ -192,34 +192,15 @@ def preset_source(spec: str) -> tuple[str, str]:
 
 
 def parse_preset(text: str, origin: str) -> Preset:
-    """Validate a preset's YAML text; every problem is reported, one `origin: key: message` line each."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise LfTunerError(f"{origin}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(raw, dict):
-        raise LfTunerError(
-            f"{origin}: a preset is a mapping of keys to values; see `lf-tuner presets show security`"
-        )
+    """Validate a preset's YAML text; every problem is reported at once, one `key: message` line each."""
+    raw = parse_mapping(text, origin, expected="a preset; see `lf-tuner presets show security`")
     try:
         return Preset.model_validate(raw)
     except ValidationError as exc:
-        lines = [_error_line(origin, err, list(Preset.model_fields.keys())) for err in exc.errors()]
-        raise ProblemsError(lines, origin) from None
-
-
-def _error_line(origin: str, err: Any, fields: list[str]) -> str:
-    loc = [
-        str(p) for p in err["loc"] if not str(p).startswith(("float", "int", "ByMethod", "ByGpu", "ByData"))
-    ]
-    key = ".".join(loc) or "preset"
-    if err["type"] == "extra_forbidden":
-        nested: dict[str, type[BaseModel]] = {"lora": LoraSpec, "freeze": FreezeSpec, "evaluation": EvalSpec}
-        if len(loc) > 1 and loc[0] in nested:
-            fields = list(nested[loc[0]].model_fields)
-        return f"{origin}: {key}: unknown preset key;{did_you_mean(loc[-1], fields) or ' see `lf-tuner presets show security`'}"
-    message = str(err["msg"]).removeprefix("Value error, ")
-    return f"{origin}: {key}: {message}"
+        problems = pydantic_problems(
+            exc, Preset, unknown="unknown preset key", unknown_hint=" see `lf-tuner presets show security`"
+        )
+        raise ProblemsError(problems, origin) from None
 
 
 def load_preset(spec: str) -> tuple[str, Preset]:
