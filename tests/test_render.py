@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from lf_tuner.cli import cli
 from lf_tuner.config.presets import METHODS, builtin_names
 from lf_tuner.config.render import (
+    Rendered,
+    RenderRequest,
     dump_yaml,
     render_deepspeed,
     render_template,
@@ -25,25 +27,11 @@ GOLDEN = Path(__file__).parent / "golden" / "render"
 CASES = [(name, method) for name in builtin_names() for method in METHODS]
 
 
-def render(preset: str | None = None, **kw: Any) -> Any:
-    args: dict[str, Any] = {
-        "preset": preset,
-        "model": None,
-        "dataset": None,
-        "dataset_dir": None,
-        "template": None,
-        "method": None,
-        "output_dir": None,
-        "cutoff": None,
-        "overrides": [],
-        "data_size": None,
-        "gpu_memory_gib": None,
-    }
-    args.update(kw)
-    return render_train_config(**args)
+def render(preset: str | None = None, **kw: Any) -> Rendered:
+    return render_train_config(RenderRequest(preset=preset, **kw))
 
 
-def golden_render(name: str, method: str) -> Any:
+def golden_render(name: str, method: str) -> Rendered:
     """The fixed inputs behind tests/golden/render/<preset>-<method>.yaml."""
     extra = {} if name == "security" else {"model": "Qwen2.5-7B-Instruct", "dataset": "my_data"}
     return render(name, method=method, gpu_memory_gib=24.0, data_size=5000, **extra)
@@ -172,7 +160,7 @@ def test_unknown_hub_model_needs_template() -> None:
 
 
 def test_overrides_and_removals_are_explained() -> None:
-    rendered = render("security", overrides=["learning_rate=1e-4", "~val_size", "enable_liger_kernel=true"])
+    rendered = render("security", overrides=("learning_rate=1e-4", "~val_size", "enable_liger_kernel=true"))
     cfg = rendered.config
     assert cfg["learning_rate"] == 1e-4 and "val_size" not in cfg and cfg["enable_liger_kernel"] is True
     assert "learning_rate: 1.0e-4  # set by override" in rendered.yaml
@@ -183,7 +171,7 @@ def test_overrides_and_removals_are_explained() -> None:
 
 def test_bad_override_key_and_type_reported_together() -> None:
     with pytest.raises(LfTunerError) as info:
-        render("security", overrides=["learning_rat=1e-4", "cutoff_len=long", "lr_scheduler_type=cosin"])
+        render("security", overrides=("learning_rat=1e-4", "cutoff_len=long", "lr_scheduler_type=cosin"))
     message = info.value.message
     assert message.splitlines() == [
         "rendered config has 3 problems:",
@@ -285,12 +273,95 @@ def test_bare_data_file_registered_and_merged(tmp_path: Path) -> None:
     cfg = yaml.safe_load(out.read_text())
     assert cfg["dataset"] == "chat" and cfg["dataset_dir"] == str(data)
     assert cfg["num_train_epochs"] == 3.0  # 3 rows: small data class
-    # a different entry under the same name is not replaced without --force
+    # a different entry under the same name is kept, --force or not: --force only replaces -o
     info.write_text(json.dumps({"chat": {"file_name": "other.json"}}))
-    result = runner.invoke(cli, [*args, "--force"][:-1] + ["-o", str(tmp_path / "u.yaml")])
+    result = runner.invoke(cli, [*args[:-1], str(tmp_path / "u.yaml"), "--force"])
     assert result.exit_code == 1
-    assert "already has a different `chat` entry" in result.output
+    assert result.output == (
+        f"Error: dataset: {info} already has a `chat` entry for another file; lf-tuner will not change it: "
+        "register chat.json there under another name and pass --dataset NAME, or rename the file\n"
+    )
     assert json.loads(info.read_text()) == {"chat": {"file_name": "other.json"}}
+    assert not (tmp_path / "u.yaml").exists()
+
+
+HAND_WRITTEN = {
+    "my_chat": {
+        "file_name": "chat.json",
+        "formatting": "sharegpt",
+        "columns": {"messages": "conversations", "system": "system"},
+        "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"},
+    }
+}
+
+
+def _sharegpt_dir(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    row = {"system": "s", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}
+    (data / "chat.json").write_text(json.dumps([row] * 3))
+    (data / "dataset_info.json").write_text(json.dumps(HAND_WRITTEN, indent=4))
+    return data
+
+
+def test_force_keeps_a_hand_written_entry_for_the_same_file(tmp_path: Path) -> None:
+    """The issue's data loss: `render --force` rewrote the entry and dropped columns.system and the tags."""
+    data = _sharegpt_dir(tmp_path)
+    before = (data / "dataset_info.json").read_bytes()
+    out = tmp_path / "t.yaml"
+    out.write_text("old\n")
+    args = ["render", "--model", "Qwen2.5-7B-Instruct", "--dataset", str(data / "chat.json"), "--schema-only"]
+    result = CliRunner().invoke(cli, [*args, "-o", str(out), "--force"])
+    assert result.exit_code == 0, result.output
+    assert (data / "dataset_info.json").read_bytes() == before
+    cfg = yaml.safe_load(out.read_text())
+    assert cfg["dataset"] == "my_chat" and cfg["dataset_dir"] == str(data)
+    assert result.stderr == f"wrote {out}\n"
+
+
+def test_render_to_stdout_writes_nothing_else(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.json").write_text(json.dumps([{"instruction": "i", "input": "", "output": "o"}]))
+    monkeypatch.chdir(tmp_path)
+    args = ["render", "--model", "Qwen2.5-7B-Instruct", "--dataset", str(data / "a.json"), "--schema-only"]
+    result = CliRunner().invoke(cli, [*args, "--method", "full", "--deepspeed", "z3"])
+    assert result.exit_code == 0, result.output
+    files = [
+        p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if "lf-tuner-home" not in p.parts
+    ]
+    assert sorted(files) == ["data", "data/a.json"]
+    assert yaml.safe_load(result.stdout)["dataset"] == "a"
+    notes = result.stderr.splitlines()
+    assert notes[0].startswith(
+        f"note: not written: `a` is not in {data / 'dataset_info.json'} yet; render with -o FILE to add it, "
+        'or add it yourself: "a": {"file_name": "a.json"'
+    )
+    assert notes[1] == (
+        f"note: not written: {tmp_path.resolve() / 'ds_z3_config.json'} (z3); "
+        "render with -o FILE to write it beside the config"
+    )
+
+
+def test_output_into_a_missing_folder_is_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "nope" / "t.yaml"
+    result = CliRunner().invoke(cli, ["render", "--preset", "security", "--schema-only", "-o", str(out)])
+    assert result.exit_code == 1
+    assert (
+        result.output == f"Error: {out.parent} is not a directory; create it first (mkdir -p {out.parent})\n"
+    )
+    assert not out.parent.exists()
+
+
+def test_force_does_not_replace_an_edited_deepspeed_json(tmp_path: Path) -> None:
+    out = tmp_path / "full.yaml"
+    ds = tmp_path / "ds_z3_config.json"
+    ds.write_text('{"mine": true}\n')
+    args = ["render", "--preset", "security", "--method", "full", "--deepspeed", "z3", "--schema-only"]
+    result = CliRunner().invoke(cli, [*args, "-o", str(out), "--force"])
+    assert result.exit_code == 1
+    assert f"{ds.resolve()} exists with other content; lf-tuner will not replace it" in result.output
+    assert ds.read_text() == '{"mine": true}\n' and not out.exists()
 
 
 def test_deepspeed_option_writes_json(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -11,6 +12,7 @@ from lf_tuner.config.presets import METHODS
 from lf_tuner.config.render import (
     DEEPSPEED_CHOICES,
     Rendered,
+    RenderRequest,
     deepspeed_filename,
     deepspeed_kind,
     fit_config,
@@ -19,21 +21,26 @@ from lf_tuner.config.render import (
     render_train_config,
     with_changes,
 )
-from lf_tuner.config.validate import check_config
+from lf_tuner.config.validate import check_config, check_files
 from lf_tuner.errors import LfTunerError, ProblemsError
 from lf_tuner.train.gpus import smallest_gpu_gib
 
 
-def _cutoff(value: str | None) -> int | str | None:
-    if value is None or value == "auto":
-        return value
+def _cutoff(value: str | None) -> int | Literal["auto"] | None:
+    if value is None:
+        return None
+    if value == "auto":
+        return "auto"
     if value.isdigit() and int(value) > 0:
         return int(value)
     raise click.BadParameter(f"`{value}` is not a positive whole number or `auto`", param_hint="--cutoff")
 
 
-def _refuse_existing(paths: list[Path], force: bool) -> None:
+def _check_outputs(paths: list[Path], force: bool) -> None:
+    """Before any work: each named output's folder exists, and the output does not unless --force."""
     for path in paths:
+        if not path.parent.is_dir():
+            raise LfTunerError(f"{path.parent} is not a directory; create it first (mkdir -p {path.parent})")
         if path.exists() and not force:
             raise LfTunerError(f"{path} exists; pass --force to overwrite it or choose another file")
 
@@ -79,7 +86,7 @@ def _gpus(gpu_memory: float | None, gpus: int | None) -> tuple[int, int]:
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout."
 )
-@click.option("--force", is_flag=True, help="Overwrite existing files.")
+@click.option("--force", is_flag=True, help="Replace the -o and --slurm files if they exist (nothing else).")
 @click.option("--explain", is_flag=True, help="Print each chosen value and why on stderr.")
 @click.option("--schema-only", is_flag=True, help="Skip LLaMA-Factory's own parser in the check.")
 @click.option(
@@ -110,14 +117,18 @@ def command(
 ) -> None:
     """Render a llamafactory-cli train YAML; `key=value` / `~key` overrides go after the options.
 
+    To stdout, nothing else is written (what -o would also write is said on stderr). With -o FILE, a data file
+    given to --dataset is registered in its folder's dataset_info.json (an existing entry is never changed)
+    and --deepspeed writes its JSON beside FILE.
+
     \b
       lf-tuner render --preset security -o security.yaml
       lf-tuner render --preset chatbot --model Qwen2.5-7B-Instruct --dataset chat.json learning_rate=1e-5
     """
     if slurm is not None and output is None:
         raise click.BadParameter("--slurm needs -o FILE (the script runs that config)", param_hint="--slurm")
-    _refuse_existing([p for p in (output, slurm) if p is not None], force)
-    rendered = render_train_config(
+    _check_outputs([p for p in (output, slurm) if p is not None], force)
+    request = RenderRequest(
         preset=preset,
         model=model,
         dataset=dataset,
@@ -126,12 +137,11 @@ def command(
         method=method,
         output_dir=output_dir,
         cutoff=_cutoff(cutoff),
-        overrides=list(overrides),
+        overrides=overrides,
         data_size=data_size,
         gpu_memory_gib=gpu_memory,
-        detect_gpu_gib=smallest_gpu_gib,
-        explain=explain,
     )
+    rendered = render_train_config(request, detect_gpu_gib=smallest_gpu_gib)
     messages: list[str] = []
     if fit:
         per_gpu, count = _gpus(gpu_memory, gpus)
@@ -142,7 +152,10 @@ def command(
         ds_path = ((output.parent if output else Path.cwd()) / deepspeed_filename(ds_kind)).resolve()
         rendered = with_changes(rendered, {"deepspeed": str(ds_path)}, {"deepspeed": f"ZeRO {ds_kind}"})
     _check(rendered, ds_kind, schema_only)
-    _write(rendered, output, ds_kind, ds_path, force)
+    if output is None:
+        _to_stdout(rendered, ds_kind, ds_path)
+    else:
+        _write(rendered, output, ds_kind, ds_path)
     for line in messages:
         click.echo(f"fit: {line}", err=True)
     if explain:
@@ -157,27 +170,58 @@ def command(
 
 
 def _check(rendered: Rendered, ds_kind: str | None, schema_only: bool) -> None:
+    """Every problem stops the render; what the config points at that is not there yet is only a warning
+    (data can be registered after rendering), said on stderr."""
     ds = json.loads(render_deepspeed(ds_kind)) if ds_kind is not None else None
-    problems = check_config(rendered.config, use_llamafactory=False if schema_only else None, deepspeed=ds)
+    use_parser = False if schema_only else None
+    problems = check_config(rendered.config, use_llamafactory=use_parser, deepspeed=ds, arch=rendered.arch)
     if problems:
         raise ProblemsError(problems, "rendered config")
+    if rendered.dataset_info is None:
+        for problem in check_files(rendered.config):
+            click.echo(f"warning: {problem} (LLaMA-Factory will stop there)", err=True)
 
 
-def _write(
-    rendered: Rendered, output: Path | None, ds_kind: str | None, ds_path: Path | None, force: bool
-) -> None:
-    info_text = merge_dataset_info(rendered.dataset_info, force=force) if rendered.dataset_info else None
-    if ds_kind is not None and ds_path is not None:
-        text = render_deepspeed(ds_kind)
-        if ds_path.exists() and ds_path.read_text(encoding="utf-8") != text and not force:
-            raise LfTunerError(f"{ds_path} exists with other content; pass --force to overwrite it")
-        ds_path.write_text(text, encoding="utf-8")
-    if info_text is not None and rendered.dataset_info is not None:
-        rendered.dataset_info.path.parent.mkdir(parents=True, exist_ok=True)
-        rendered.dataset_info.path.write_text(info_text, encoding="utf-8")
-        click.echo(f"registered `{rendered.dataset_info.name}` in {rendered.dataset_info.path}", err=True)
-    if output is None:
-        click.echo(rendered.yaml, nl=False)
-    else:
-        output.write_text(rendered.yaml, encoding="utf-8")
-        click.echo(f"wrote {output}", err=True)
+def _to_stdout(rendered: Rendered, ds_kind: str | None, ds_path: Path | None) -> None:
+    """The config on stdout; what `-o FILE` would also write is only said, on stderr."""
+    update = rendered.dataset_info
+    if update is not None and merge_dataset_info(update) is not None:
+        entry = json.dumps(update.entry, ensure_ascii=False)
+        click.echo(
+            f"note: not written: `{update.name}` is not in {update.path} yet; render with -o FILE to add it, "
+            f'or add it yourself: "{update.name}": {entry}',
+            err=True,
+        )
+    if ds_kind is not None and ds_path is not None and not ds_path.is_file():
+        click.echo(
+            f"note: not written: {ds_path} ({ds_kind}); render with -o FILE to write it beside the config",
+            err=True,
+        )
+    click.echo(rendered.yaml, nl=False)
+
+
+def _write(rendered: Rendered, output: Path, ds_kind: str | None, ds_path: Path | None) -> None:
+    """Write the config to `output` and what it needs beside it; everything is checked before anything is
+    written, and nothing but `output` (with --force) is ever replaced."""
+    update = rendered.dataset_info
+    info_text = merge_dataset_info(update) if update is not None else None
+    if info_text is not None and update is not None and not update.path.parent.is_dir():
+        raise LfTunerError(
+            f"dataset: {update.path.parent} is not a directory; create it first or pass another --dataset-dir"
+        )
+    ds_text = render_deepspeed(ds_kind) if ds_kind is not None else None
+    if ds_text is not None and ds_path is not None and ds_path.exists():
+        if ds_path.read_text(encoding="utf-8") != ds_text:
+            raise LfTunerError(
+                f"{ds_path} exists with other content; lf-tuner will not replace it: move it away, "
+                "or render with -o into another folder"
+            )
+        ds_text = None  # already there as is
+    if ds_text is not None and ds_path is not None:
+        ds_path.write_text(ds_text, encoding="utf-8")
+        click.echo(f"wrote {ds_path}", err=True)
+    if info_text is not None and update is not None:
+        update.path.write_text(info_text, encoding="utf-8")
+        click.echo(f"registered `{update.name}` in {update.path}", err=True)
+    output.write_text(rendered.yaml, encoding="utf-8")
+    click.echo(f"wrote {output}", err=True)

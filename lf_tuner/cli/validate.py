@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
 from lf_tuner.config.files import load_mapping
-from lf_tuner.config.validate import llamafactory_available, validate_config, validate_with_llamafactory
-from lf_tuner.errors import Problem, ProblemsError
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """A train config file as a dict; one clear line when it cannot be read."""
-    return load_mapping(path)
+from lf_tuner.config.validate import check_config, llamafactory_available
+from lf_tuner.errors import ProblemsError
 
 
 @click.command("validate")
@@ -23,17 +17,16 @@ def read_config(path: Path) -> dict[str, Any]:
 @click.option("--schema-only", is_flag=True, help="Skip LLaMA-Factory's own parser (it takes seconds).")
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as a JSON list on stdout.")
 def command(file: Path, schema_only: bool, as_json: bool) -> None:
-    """Check FILE against LLaMA-Factory's arguments: keys, types, choices and cross-field rules.
+    """Check FILE as LLaMA-Factory will: keys, types, choices, cross-field rules, the chat template,
+    quantization, LoRA target modules, and the datasets in dataset_info.json (paths from the working
+    directory, as llamafactory-cli reads them).
 
     With llamafactory installed, LLaMA-Factory's own parser also checks it (no GPU needed).
     All problems are reported at once, one `key: message` line each; exit code 1 when any.
     """
-    cfg = read_config(file)
-    problems: list[Problem] = validate_config(cfg, base_dir=Path.cwd())
-    checked = "schema"
-    if not problems and not schema_only and llamafactory_available():
-        problems = validate_with_llamafactory(cfg)
-        checked = "schema + LLaMA-Factory's parser"
+    cfg = load_mapping(file)
+    use_parser = not schema_only and llamafactory_available()
+    problems = check_config(cfg, use_llamafactory=use_parser, base_dir=Path.cwd(), files=True)
     if as_json:
         click.echo(json.dumps([{"key": p.key, "message": p.message} for p in problems], indent=1))
         if problems:
@@ -41,4 +34,5 @@ def command(file: Path, schema_only: bool, as_json: bool) -> None:
         return
     if problems:
         raise ProblemsError(problems, str(file))
+    checked = "schema + LLaMA-Factory's parser" if use_parser else "schema"
     click.echo(f"{file}: ok ({checked})", err=True)

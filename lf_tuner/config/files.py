@@ -21,7 +21,8 @@ from lf_tuner.errors import LfTunerError, Problem, ProblemsError, did_you_mean
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
 
-TRAIN_CONFIG = "a LLaMA-Factory train config YAML"
+MAPPING = "a mapping of LLaMA-Factory keys"
+TRAIN_CONFIG_HINT = "pass a LLaMA-Factory train config YAML"
 
 
 class _Duplicate(typing.NamedTuple):
@@ -100,23 +101,24 @@ def parse_yaml(text: str, origin: str) -> Any:
     return data
 
 
-def parse_mapping(text: str, origin: str, *, expected: str = TRAIN_CONFIG) -> dict[str, Any]:
-    """YAML text that must hold a mapping (`expected` names what the file should be, for the error)."""
+def parse_mapping(text: str, origin: str, *, expected: str = MAPPING) -> dict[str, Any]:
+    """YAML text that must hold a mapping (`expected` says which, for the error)."""
     data = parse_yaml(text, origin)
     if not isinstance(data, dict):
-        got = "nothing" if data is None else f"a {type(data).__name__}"
-        raise LfTunerError(f"{origin}: expected a mapping of keys to values ({expected}), got {got}")
+        got = "an empty file" if data is None else type(data).__name__
+        raise LfTunerError(f"{origin}: expected {expected}, got {got}")
     return data
 
 
-def load_mapping(path: Path, *, expected: str = TRAIN_CONFIG) -> dict[str, Any]:
-    """A YAML (or JSON) file that must hold a mapping: a train config unless `expected` says otherwise."""
+def load_mapping(path: Path, *, expected: str = MAPPING, hint: str = TRAIN_CONFIG_HINT) -> dict[str, Any]:
+    """A YAML (or JSON) file that must hold a mapping: a train config unless `expected` and `hint` (what to
+    pass instead, for the errors) say otherwise."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise LfTunerError(f"{path} does not exist; pass {expected}") from None
+        raise LfTunerError(f"{path} does not exist; {hint}") from None
     except IsADirectoryError:
-        raise LfTunerError(f"{path} is a directory; pass {expected}") from None
+        raise LfTunerError(f"{path} is a directory; {hint}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise LfTunerError(f"{path}: cannot read it ({exc})") from None
     return parse_mapping(text, str(path), expected=expected)

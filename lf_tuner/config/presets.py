@@ -193,7 +193,9 @@ def preset_source(spec: str) -> tuple[str, str]:
 
 def parse_preset(text: str, origin: str) -> Preset:
     """Validate a preset's YAML text; every problem is reported at once, one `key: message` line each."""
-    raw = parse_mapping(text, origin, expected="a preset; see `lf-tuner presets show security`")
+    raw = parse_mapping(
+        text, origin, expected="a mapping of preset keys (see `lf-tuner presets show security`)"
+    )
     try:
         return Preset.model_validate(raw)
     except ValidationError as exc:

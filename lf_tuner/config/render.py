@@ -13,18 +13,20 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
 import jinja2.meta
 import yaml
 
+from lf_tuner.config.files import parse_mapping
 from lf_tuner.config.overrides import apply_overrides
 from lf_tuner.config.presets import (
     METHODS,
     ByData,
     ByGpu,
     ByMethod,
+    Preset,
     data_class,
     gpu_class,
     load_preset,
@@ -40,7 +42,6 @@ DEFAULT_PRESET = "default"
 DEEPSPEED_CHOICES = ("z2", "z2_offload", "z3", "z3_offload")
 
 
-# LLaMA-Factory template names by model_type, for local models the catalog does not know.
 @dataclass(frozen=True)
 class DatasetInfoUpdate:
     """A dataset_info.json entry to add for a bare data file."""
@@ -310,21 +311,59 @@ def dataset_info_entry(path: Path, dataset_dir: Path) -> tuple[str, dict[str, An
     return name, entry
 
 
-def merge_dataset_info(update: DatasetInfoUpdate, *, force: bool = False) -> str | None:
-    """The merged dataset_info.json text, or None when the entry is already there as is."""
-    existing: dict[str, Any] = {}
-    if update.path.is_file():
-        try:
-            existing = read_dataset_info(update.path.parent)
-        except LfTunerError as exc:
-            raise LfTunerError(f"dataset_info: {exc.message}; fix it first") from None
+def _existing_info(info_path: Path) -> dict[str, Any]:
+    if not info_path.is_file():
+        return {}
+    try:
+        return read_dataset_info(info_path.parent)
+    except LfTunerError as exc:
+        raise LfTunerError(f"dataset_info: {exc.message}; fix it first") from None
+
+
+def _entry_for(info: dict[str, Any], data_dir: Path, file: Path) -> str | None:
+    """The name of an entry in `info` that already reads `file`, or None."""
+    target = file.resolve()
+    for name, entry in info.items():
+        file_name = entry.get("file_name") if isinstance(entry, dict) else None
+        if isinstance(file_name, str) and (data_dir / file_name).resolve() == target:
+            return str(name)
+    return None
+
+
+def register_data_file(file: Path, data_dir: Path) -> tuple[str, DatasetInfoUpdate | None]:
+    """(the dataset name to train on, the entry to add to dataset_info.json or None).
+
+    An entry that already reads the file is used as it is (its columns, tags and name are the user's); a
+    different entry under the name the file would get is kept, and rendering stops with the way out.
+    """
+    info_path = data_dir / "dataset_info.json"
+    existing = _existing_info(info_path)
+    registered = _entry_for(existing, data_dir, file)
+    if registered is not None:
+        return registered, None
+    name, entry = dataset_info_entry(file, data_dir)
+    if name in existing:
+        raise LfTunerError(
+            f"dataset: {info_path} already has a `{name}` entry for another file; lf-tuner will not change "
+            f"it: register {file.name} there under another name and pass --dataset NAME, or rename the file"
+        )
+    return name, DatasetInfoUpdate(info_path, name, entry)
+
+
+def merge_dataset_info(update: DatasetInfoUpdate) -> str | None:
+    """The dataset_info.json text with the entry added, or None when it is there as is.
+
+    Existing entries are never replaced: a different entry under the same name (written since rendering)
+    stops here.
+    """
+    existing = _existing_info(update.path)
     current = existing.get(update.name)
     if current == update.entry:
         return None
-    if current is not None and not force:
+    if current is not None:
         raise LfTunerError(
-            f"dataset_info: {update.path} already has a different `{update.name}` entry; "
-            "rename the file, pass the registered name, or use --force to replace the entry"
+            f"dataset: {update.path} already has a different `{update.name}` entry; lf-tuner will not "
+            "change it: pass --dataset with that name, or rename the data file"
         )
     merged = {**existing, update.name: update.entry}
     return json.dumps(merged, indent=2, ensure_ascii=False) + "\n"
@@ -344,109 +383,171 @@ def _registered_count(name: str, dataset_dir: str) -> int | None:
 # --------------------------------------------------------------------------- lookups
 
 
-def _pick(
-    value: Any, *, method: str, gpu_gib: float | None, samples: int | None, why: dict[str, str], key: str
-) -> Any:
-    if isinstance(value, ByMethod):
-        used = "lora" if method == "qlora" and value.qlora is None else method
-        why.setdefault(
-            key, f"the preset's {used} value" + (" (QLoRA uses the LoRA rate)" if used != method else "")
-        )
-        return value.pick(method)
-    if isinstance(value, ByGpu):
-        if gpu_gib is None:
-            why[key] = "medium GPU class assumed (no GPU found); pass --gpu-memory GIB"
-            return value.medium
-        cls = gpu_class(gpu_gib)
-        why[key] = f"{cls} GPU class ({gpu_gib:g} GiB)"
-        return getattr(value, cls)
-    if isinstance(value, ByData):
-        if samples is None:
-            why[key] = "medium data class assumed (dataset not counted); pass --data-size N"
-            return value.medium
-        cls = data_class(samples)
-        why[key] = f"{cls} data class ({samples} samples)"
-        return getattr(value, cls)
-    return value
+@dataclass
+class _Choices:
+    """What a preset's by-method, by-GPU and by-data values are picked by, and why each value was chosen."""
+
+    method: str
+    gpu_gib: float | None
+    samples: int | None
+    why: dict[str, str]
+
+    def pick(self, key: str, value: Any) -> Any:
+        if isinstance(value, ByMethod):
+            used = "lora" if self.method == "qlora" and value.qlora is None else self.method
+            qlora = " (QLoRA uses the LoRA rate)" if used != self.method else ""
+            self.why.setdefault(key, f"the preset's {used} value{qlora}")
+            return value.pick(self.method)
+        if isinstance(value, ByGpu):
+            if self.gpu_gib is None:
+                self.why[key] = "medium GPU class assumed (no GPU found); pass --gpu-memory GIB"
+                return value.medium
+            cls = gpu_class(self.gpu_gib)
+            self.why[key] = f"{cls} GPU class ({self.gpu_gib:g} GiB)"
+            return getattr(value, cls)
+        if isinstance(value, ByData):
+            if self.samples is None:
+                self.why[key] = "medium data class assumed (dataset not counted); pass --data-size N"
+                return value.medium
+            cls = data_class(self.samples)
+            self.why[key] = f"{cls} data class ({self.samples} samples)"
+            return getattr(value, cls)
+        return value
 
 
 # --------------------------------------------------------------------------- the config
 
 
-def render_train_config(
-    *,
-    preset: str | None,
-    model: str | None,
-    dataset: str | None,
-    dataset_dir: str | None,
-    template: str | None,
-    method: str | None,
-    output_dir: str | None,
-    cutoff: int | str | None,
-    overrides: list[str],
-    data_size: int | None,
-    gpu_memory_gib: float | None,
-    detect_gpu_gib: Callable[[], float | None] | None = None,
-    explain: bool = False,
-) -> Rendered:
-    """The training config for a preset and the command's options, checked against the schema.
+@dataclass(frozen=True)
+class RenderRequest:
+    """What to render: a preset, the command's options (None: the preset's value) and `key=value` overrides.
 
-    `detect_gpu_gib` gives the GPU size when the preset picks by GPU class and `gpu_memory_gib` is not given.
+    `cutoff` is a number or `auto` (measure the dataset); `data_size` and `gpu_memory_gib` pick the preset's
+    values by data and GPU class (counted and detected when absent).
     """
-    preset_name, spec = load_preset(preset or DEFAULT_PRESET)
-    method = method or spec.method
-    if method not in METHODS:
-        raise LfTunerError(f"method: `{method}` is not one of {', '.join(METHODS)}")
-    why: dict[str, str] = dict(spec.why)
 
-    model_spec = model or spec.model
+    preset: str | None = None
+    model: str | None = None
+    dataset: str | None = None
+    dataset_dir: str | None = None
+    template: str | None = None
+    method: str | None = None
+    output_dir: str | None = None
+    cutoff: int | Literal["auto"] | None = None
+    overrides: tuple[str, ...] = ()
+    data_size: int | None = None
+    gpu_memory_gib: float | None = None
+
+
+@dataclass(frozen=True)
+class _Model:
+    spec: str  # as the user or the preset gave it
+    name: str  # what goes into model_name_or_path
+    arch: ModelArch | None
+
+
+@dataclass(frozen=True)
+class _Data:
+    name: str
+    dataset_dir: str
+    samples: int | None
+    update: DatasetInfoUpdate | None
+
+
+def _choose_model(request: RenderRequest, preset_name: str, spec: Preset) -> _Model:
+    model_spec = request.model or spec.model
     if not model_spec:
         raise LfTunerError(
             f"model_name_or_path: preset `{preset_name}` names no model; pass --model NAME "
             "(a name from `lf-tuner models`, a Hub id or a local model directory)"
         )
     arch = _resolve(model_spec)
-    model_name = _model_name(model_spec, arch)
+    return _Model(model_spec, _model_name(model_spec, arch), arch)
 
-    chosen_template = template or (spec.template if not model else None)
-    if chosen_template is None:
-        chosen_template = infer_template(arch) if arch is not None else None
-        if chosen_template is None:
-            raise LfTunerError(
-                f"template: cannot tell the chat template of `{model_spec}`; pass --template NAME "
-                "(LLaMA-Factory's template name, e.g. qwen, llama3, mistral)"
-            )
-        why["template"] = f"LLaMA-Factory's template for the {arch.model_type if arch else ''} family"
 
-    dataset_name = dataset or spec.dataset
-    if not dataset_name:
+def _choose_template(request: RenderRequest, spec: Preset, model: _Model, why: dict[str, str]) -> str:
+    chosen = request.template or (spec.template if not request.model else None)
+    if chosen is not None:
+        return chosen
+    inferred = infer_template(model.arch) if model.arch is not None else None
+    if inferred is None:
+        raise LfTunerError(
+            f"template: cannot tell the chat template of `{model.spec}`; pass --template NAME "
+            "(LLaMA-Factory's template name, e.g. qwen, llama3, mistral)"
+        )
+    family = model.arch.model_type if model.arch is not None else ""
+    why["template"] = f"LLaMA-Factory's template for the {family} family"
+    return inferred
+
+
+def _choose_data(request: RenderRequest, preset_name: str, spec: Preset, why: dict[str, str]) -> _Data:
+    dataset = request.dataset or spec.dataset
+    if not dataset:
         raise LfTunerError(
             f"dataset: preset `{preset_name}` names no dataset; pass --dataset NAME "
             "(registered in dataset_info.json) or --dataset FILE (a .json/.jsonl data file)"
         )
-    data_dir = dataset_dir or spec.dataset_dir
-    info_update: DatasetInfoUpdate | None = None
-    samples = data_size
-    if _is_data_file(dataset_name):
-        file_path = Path(dataset_name).expanduser()
-        data_dir = dataset_dir or str(file_path.parent)
-        name, entry = dataset_info_entry(file_path, Path(data_dir))
-        info_update = DatasetInfoUpdate(Path(data_dir) / "dataset_info.json", name, entry)
-        why["dataset"] = f"{file_path} registered as `{name}` in {info_update.path}"
-        dataset_name = name
-        if samples is None:
-            samples = count_rows(file_path)
-    elif samples is None and isinstance(spec.num_train_epochs, ByData):
-        samples = _registered_count(dataset_name, data_dir)
+    samples = request.data_size
+    if not _is_data_file(dataset):
+        data_dir = request.dataset_dir or spec.dataset_dir
+        if samples is None and isinstance(spec.num_train_epochs, ByData):
+            samples = _registered_count(dataset, data_dir)
+        return _Data(dataset, data_dir, samples, None)
+    file = Path(dataset).expanduser()
+    data_dir = request.dataset_dir or str(file.parent)
+    if not file.is_file():
+        raise LfTunerError(
+            f"dataset: {file} does not exist; pass a data file or a name from dataset_info.json"
+        )
+    name, update = register_data_file(file, Path(data_dir))
+    info_path = Path(data_dir) / "dataset_info.json"
+    why["dataset"] = (
+        f"{file} registered as `{name}` in {info_path}" if update else f"`{name}` in {info_path} reads {file}"
+    )
+    return _Data(name, data_dir, samples if samples is not None else count_rows(file), update)
 
-    gpu_gib = gpu_memory_gib
-    if gpu_gib is None and isinstance(spec.per_device_train_batch_size, ByGpu):
-        gpu_gib = detect_gpu_gib() if detect_gpu_gib is not None else None
 
-    pick_kw: dict[str, Any] = {"method": method, "gpu_gib": gpu_gib, "samples": samples, "why": why}
-    lr = _pick(spec.learning_rate, key="learning_rate", **pick_kw)
-    batch = _pick(spec.per_device_train_batch_size, key="per_device_train_batch_size", **pick_kw)
-    epochs = float(_pick(spec.num_train_epochs, key="num_train_epochs", **pick_kw))
+def _evaluation(spec: Preset, batch: int, epochs: float, why: dict[str, str]) -> dict[str, Any] | None:
+    if spec.evaluation is None:
+        return None
+    ev = spec.evaluation
+    patience = max(2, int(epochs) // 2)
+    if ev.evaluate and ev.early_stopping:
+        why["early_stopping_steps"] = f"max(2, epochs // 2) = {patience} evaluations without improvement"
+    return {
+        "val_size": ev.val_size,
+        "evaluate": ev.evaluate,
+        "per_device_eval_batch_size": ev.per_device_eval_batch_size or batch,
+        "early_stopping": ev.early_stopping,
+        "metric": ev.metric,
+        "patience": patience,
+    }
+
+
+def render_train_config(
+    request: RenderRequest, *, detect_gpu_gib: Callable[[], float | None] | None = None
+) -> Rendered:
+    """The training config for a preset and the command's options, checked against the schema.
+
+    `detect_gpu_gib` gives the GPU size when the preset picks by GPU class and `request.gpu_memory_gib` is
+    not given (render cannot import train/, so the caller passes its GPU detection). Nothing is written.
+    """
+    preset_name, spec = load_preset(request.preset or DEFAULT_PRESET)
+    method = request.method or spec.method
+    if method not in METHODS:
+        raise LfTunerError(f"method: `{method}` is not one of {', '.join(METHODS)}")
+    why: dict[str, str] = dict(spec.why)
+    model = _choose_model(request, preset_name, spec)
+    template = _choose_template(request, spec, model, why)
+    data = _choose_data(request, preset_name, spec, why)
+
+    gpu_gib = request.gpu_memory_gib
+    if gpu_gib is None and isinstance(spec.per_device_train_batch_size, ByGpu) and detect_gpu_gib:
+        gpu_gib = detect_gpu_gib()
+    choices = _Choices(method, gpu_gib, data.samples, why)
+    learning_rate = choices.pick("learning_rate", spec.learning_rate)
+    batch = choices.pick("per_device_train_batch_size", spec.per_device_train_batch_size)
+    epochs = float(choices.pick("num_train_epochs", spec.num_train_epochs))
     if spec.target_batch_size is not None:
         accumulation = max(1, spec.target_batch_size // batch)
         why.setdefault(
@@ -456,78 +557,66 @@ def render_train_config(
     else:
         accumulation = spec.gradient_accumulation_steps or 1
 
-    evaluation: dict[str, Any] | None = None
-    if spec.evaluation is not None:
-        ev = spec.evaluation
-        patience = max(2, int(epochs) // 2)
-        evaluation = {
-            "val_size": ev.val_size,
-            "evaluate": ev.evaluate,
-            "per_device_eval_batch_size": ev.per_device_eval_batch_size or batch,
-            "early_stopping": ev.early_stopping,
-            "metric": ev.metric,
-            "patience": patience,
-        }
-        if ev.evaluate and ev.early_stopping:
-            why["early_stopping_steps"] = f"max(2, epochs // 2) = {patience} evaluations without improvement"
-
-    out_dir = output_dir or f"saves/{Path(model_name).name}/{method}/{preset_name}"
-    if not output_dir:
+    output_dir = request.output_dir or f"saves/{Path(model.name).name}/{method}/{preset_name}"
+    if not request.output_dir:
         why.setdefault("output_dir", "saves/<model>/<method>/<preset>; set it with --output-dir")
     cutoff_len = spec.cutoff_len
-    if isinstance(cutoff, int):
-        cutoff_len = cutoff
+    if isinstance(request.cutoff, int):
+        cutoff_len = request.cutoff
         why["cutoff_len"] = "from --cutoff"
-
     context: dict[str, Any] = {
-        "model_name_or_path": model_name,
+        **spec.model_dump(include=_PRESET_KEYS),
+        "model_name_or_path": model.name,
         "trust_remote_code": False,
-        "flash_attn": spec.flash_attn,
         "method": method,
         "lora": spec.lora,
         "freeze": spec.freeze,
-        "quantization_bit": spec.quantization_bit,
-        "dataset": dataset_name,
-        "dataset_dir": data_dir,
-        "template": chosen_template,
+        "dataset": data.name,
+        "dataset_dir": data.dataset_dir,
+        "template": template,
         "cutoff_len": cutoff_len,
-        "max_samples": spec.max_samples,
-        "preprocessing_num_workers": spec.preprocessing_num_workers,
-        "output_dir": out_dir,
-        "logging_steps": spec.logging_steps,
-        "save_steps": spec.save_steps,
+        "output_dir": output_dir,
         "per_device_train_batch_size": batch,
         "gradient_accumulation_steps": accumulation,
-        "learning_rate": lr,
+        "learning_rate": learning_rate,
         "num_train_epochs": epochs,
-        "lr_scheduler_type": spec.lr_scheduler_type,
-        "warmup_ratio": spec.warmup_ratio,
-        "warmup_steps": spec.warmup_steps,
-        "weight_decay": spec.weight_decay,
-        "max_grad_norm": spec.max_grad_norm,
-        "optim": spec.optim,
-        "bf16": spec.bf16,
-        "evaluation": evaluation,
+        "evaluation": _evaluation(spec, batch, epochs, why),
         "extra": dict(spec.extra),
     }
-    raw = yaml.safe_load(render_template("train.yaml.j2", context))
-    cfg: dict[str, Any] = dict(raw)
+    cfg = parse_mapping(render_template("train.yaml.j2", context), "templates/train.yaml.j2")
     if method == "qlora":
         why.setdefault("quantization_bit", "QLoRA: 4-bit bitsandbytes base weights")
-    cfg = apply_overrides(cfg, overrides)
-    for item in overrides:
+    cfg = apply_overrides(cfg, list(request.overrides))
+    for item in request.overrides:
         key = item.lstrip("~").split("=", 1)[0].strip()
         why[key] = "removed by override" if item.strip().startswith("~") else "set by override"
     why = {k: v for k, v in why.items() if k in cfg}
 
-    if cutoff == "auto":
-        cfg, note = _auto_cutoff(cfg, info_update)
-        why["cutoff_len"] = note
+    if request.cutoff == "auto":
+        cfg, why["cutoff_len"] = _auto_cutoff(cfg, data.update)
 
-    problems = validate_config(cfg)
+    problems = validate_config(cfg, arch=model.arch)
     if problems:
         raise ProblemsError(problems, "rendered config")
-    return _finish(cfg, why, preset_name, method, arch, info_update)
+    return _finish(cfg, why, preset_name, method, model.arch, data.update)
+
+
+# preset values that go into the template as they are
+_PRESET_KEYS = {
+    "flash_attn",
+    "quantization_bit",
+    "max_samples",
+    "preprocessing_num_workers",
+    "logging_steps",
+    "save_steps",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "warmup_steps",
+    "weight_decay",
+    "max_grad_norm",
+    "optim",
+    "bf16",
+}
 
 
 def _auto_cutoff(cfg: dict[str, Any], pending: DatasetInfoUpdate | None) -> tuple[dict[str, Any], str]:
@@ -535,12 +624,8 @@ def _auto_cutoff(cfg: dict[str, Any], pending: DatasetInfoUpdate | None) -> tupl
     scratch dataset_info.json (nothing of the user's is written here)."""
     import tempfile
 
-    try:
-        from lf_tuner.lengths.measure import measure_config_cutoff
-    except ImportError as exc:
-        raise LfTunerError(
-            "cutoff: --cutoff auto needs lf_tuner.lengths.measure, which is missing; pass --cutoff N"
-        ) from exc
+    from lf_tuner.lengths.measure import measure_config_cutoff
+
     if pending is None:
         value = measure_config_cutoff(cfg, percentile=95, multiple=128)
     else:
@@ -611,25 +696,23 @@ def with_changes(rendered: Rendered, changes: dict[str, Any], why: dict[str, str
 
 def fit_config(rendered: Rendered, *, gpu_bytes: int, gpus: int) -> tuple[Rendered, list[str]]:
     """Choose micro-batch/accumulation, Liger, QLoRA or ZeRO so the estimate fits; report what was chosen."""
-    from dataclasses import replace
+    from lf_tuner.config.fit import check_fit
+    from lf_tuner.memory import Budget
 
-    from lf_tuner.memory import estimate, fit_changes, setup_from_config
-
-    setup = setup_from_config(rendered.config, rendered.arch, gpus)
-    before = estimate(setup)
     gib = gpu_bytes / 2**30
-    if before.total_bytes <= gpu_bytes:
-        return rendered, [f"fits as is: estimated peak {before.total_gib:.1f} GiB of {gib:.1f} GiB per GPU"]
-    changes = fit_changes(replace(setup), gpu_bytes)
-    if not changes:
+    result = check_fit(rendered.config, [Budget("GPU", gpu_bytes)], gpus=gpus, arch=rendered.arch)
+    peak = result.estimate.total_gib
+    if result.fits:
+        return rendered, [f"fits as is: estimated peak {peak:.1f} GiB of {gib:.1f} GiB per GPU"]
+    change = result.change
+    if change is None:
         raise LfTunerError(
-            f"fit: nothing fits {gib:.1f} GiB per GPU (estimated peak {before.total_gib:.1f} GiB); "
+            f"fit: nothing fits {gib:.1f} GiB per GPU (estimated peak {peak:.1f} GiB); "
             "use more GPUs (--gpus), a smaller model or a shorter --cutoff"
         )
-    change = changes[0]
     why = {key: f"--fit: {change.description}" for key in change.overrides}
     fitted = with_changes(rendered, dict(change.overrides), why)
     return fitted, [
-        f"estimated peak {before.total_gib:.1f} GiB does not fit {gib:.1f} GiB per GPU",
+        f"estimated peak {peak:.1f} GiB does not fit {gib:.1f} GiB per GPU",
         f"chose: {change.description} (estimated peak {change.total_gib:.1f} GiB)",
     ]

@@ -17,11 +17,15 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lf_tuner.config.schema import FieldSpec, Schema, load_schema
+from lf_tuner.data import read_dataset_info
 from lf_tuner.errors import LfTunerError, Problem, did_you_mean
+from lf_tuner.models import ModelArch
 
 # --------------------------------------------------------------------------- types and choices
 
@@ -92,7 +96,7 @@ _POSITIVE = (
 _UNIT_INTERVAL = ("lora_dropout", "warmup_ratio")
 
 
-def _ranges(cfg: dict[str, Any]) -> list[Problem]:
+def _ranges(cfg: Mapping[str, Any]) -> list[Problem]:
     out: list[Problem] = []
     for key in _POSITIVE:
         value = cfg.get(key)
@@ -107,9 +111,6 @@ def _ranges(cfg: dict[str, Any]) -> list[Problem]:
         out.append(
             Problem("val_size", f"{val_size} must be a fraction in [0, 1) or a whole number of samples")
         )
-    quant = cfg.get("quantization_bit")
-    if isinstance(quant, int) and not isinstance(quant, bool) and quant not in (2, 3, 4, 5, 6, 8):
-        out.append(Problem("quantization_bit", f"{quant} bits is not supported; use 4 or 8"))
     return out
 
 
@@ -117,10 +118,10 @@ def _ranges(cfg: dict[str, Any]) -> list[Problem]:
 
 
 def _deepspeed_stage(
-    cfg: dict[str, Any], base_dir: Path | None, ds_config: dict[str, Any] | None
+    cfg: Mapping[str, Any], base_dir: Path | None, ds_config: Mapping[str, Any] | None
 ) -> int | None:
     ds = ds_config if ds_config is not None else cfg.get("deepspeed")
-    if isinstance(ds, dict):
+    if isinstance(ds, Mapping):
         raw: Any = ds
     elif isinstance(ds, str):
         path = Path(ds)
@@ -137,149 +138,362 @@ def _deepspeed_stage(
     return stage if isinstance(stage, int) else None
 
 
-def _cross_rules(
-    cfg: dict[str, Any], base_dir: Path | None, ds_config: dict[str, Any] | None
-) -> list[Problem]:
-    """The checks LLaMA-Factory 0.9.5 (and HF TrainingArguments) make before training starts."""
-    out: list[Problem] = []
-    get = cfg.get
-    stage = get("stage", "sft")
-    ftype = get("finetuning_type", "lora")
-    do_train = bool(get("do_train", False))
-    zero3 = _deepspeed_stage(cfg, base_dir, ds_config) == 3
+_UNSET: Any = object()  # "not given": resolve the model from the config
 
-    if not get("model_name_or_path"):
+
+@dataclass(frozen=True)
+class Context:
+    """What a rule looks at: the config, its DeepSpeed ZeRO stage, and the model when it resolves."""
+
+    cfg: Mapping[str, Any]
+    zero_stage: int | None = None
+    arch: ModelArch | None = None
+
+    @classmethod
+    def of(
+        cls,
+        cfg: Mapping[str, Any],
+        *,
+        base_dir: Path | None = None,
+        deepspeed: Mapping[str, Any] | None = None,
+        arch: ModelArch | None = _UNSET,
+    ) -> Context:
+        """The context `validate_config` gives the rules (see there for the arguments)."""
+        zero_stage = _deepspeed_stage(cfg, base_dir, deepspeed)
+        return cls(cfg, zero_stage, _model_of(cfg) if arch is _UNSET else arch)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.cfg.get(key, default)
+
+    @property
+    def stage(self) -> Any:
+        return self.get("stage", "sft")
+
+    @property
+    def ftype(self) -> Any:
+        return self.get("finetuning_type", "lora")
+
+    @property
+    def do_train(self) -> bool:
+        return bool(self.get("do_train", False))
+
+    @property
+    def val_size(self) -> float:
+        value = self.get("val_size", 0.0)
+        return float(value) if isinstance(value, int | float) else 0.0
+
+    @property
+    def has_eval_data(self) -> bool:
+        return self.get("eval_dataset") is not None or self.val_size >= 1e-6
+
+
+Rule = Callable[[Context], list[Problem]]
+
+# Each rule is one check LLaMA-Factory 0.9.5 (hparams/parser.py, model/, data/) or HF TrainingArguments
+# makes before or while training starts; tests/test_validate.py has a row for each.
+
+
+def required_keys(c: Context) -> list[Problem]:
+    out = []
+    if not c.get("model_name_or_path"):
         out.append(Problem("model_name_or_path", "missing; set it to a Hub id or a local model directory"))
-    if do_train and not get("dataset"):
+    if c.do_train and not c.get("dataset"):
         out.append(Problem("dataset", "missing; training needs a dataset name from dataset_info.json"))
-    if not get("output_dir"):
+    if not c.get("output_dir"):
         out.append(
             Problem("output_dir", "missing; set a fresh directory, e.g. saves/<model>/<method>/<name>")
         )
-    if get("bf16") and get("fp16"):
-        out.append(Problem("fp16", "`bf16` and `fp16` are both true; keep one (bf16 on Ampere or newer)"))
-    if stage != "sft":
-        for key in ("predict_with_generate", "neat_packing", "train_on_prompt", "mask_history"):
-            if get(key):
-                out.append(Problem(key, f"only valid with `stage: sft` (this config has stage {stage})"))
-    if stage == "sft" and get("do_predict") and not get("predict_with_generate"):
-        out.append(Problem("do_predict", "needs `predict_with_generate: true` to save predictions"))
-    if stage in ("rm", "ppo") and get("load_best_model_at_end"):
-        out.append(Problem("load_best_model_at_end", f"not supported by stage {stage}; remove it"))
-    if stage == "ppo" and not do_train:
+    return out
+
+
+def one_precision(c: Context) -> list[Problem]:
+    if c.get("bf16") and c.get("fp16"):
+        return [Problem("fp16", "`bf16` and `fp16` are both true; keep one (bf16 on Ampere or newer)")]
+    return []
+
+
+def sft_only_keys(c: Context) -> list[Problem]:
+    if c.stage == "sft":
+        return []
+    return [
+        Problem(key, f"only valid with `stage: sft` (this config has stage {c.stage})")
+        for key in ("predict_with_generate", "neat_packing", "train_on_prompt", "mask_history")
+        if c.get(key)
+    ]
+
+
+def predict_needs_generate(c: Context) -> list[Problem]:
+    if c.stage == "sft" and c.get("do_predict") and not c.get("predict_with_generate"):
+        return [Problem("do_predict", "needs `predict_with_generate: true` to save predictions")]
+    return []
+
+
+def stage_limits(c: Context) -> list[Problem]:
+    out = []
+    if c.stage in ("rm", "ppo") and c.get("load_best_model_at_end"):
+        out.append(Problem("load_best_model_at_end", f"not supported by stage {c.stage}; remove it"))
+    if c.stage == "ppo" and not c.do_train:
         out.append(Problem("do_train", "PPO does not support evaluation only; set `do_train: true`"))
-    wants_eval = get("do_eval") or get("do_predict") or get("predict_with_generate")
-    val_size = get("val_size", 0.0)
-    val_size = val_size if isinstance(val_size, int | float) else 0.0
-    if wants_eval and get("eval_dataset") is None and val_size < 1e-6:
+    return out
+
+
+def eval_data(c: Context) -> list[Problem]:
+    out = []
+    wants_eval = c.get("do_eval") or c.get("do_predict") or c.get("predict_with_generate")
+    if wants_eval and not c.has_eval_data:
         out.append(
             Problem(
                 "val_size",
                 "evaluation is on but there is no eval data; set `val_size: 0.1` or `eval_dataset`",
             )
         )
-    if val_size > 1e-6 and get("eval_dataset") is not None:
+    if c.val_size > 1e-6 and c.get("eval_dataset") is not None:
         out.append(Problem("val_size", "cannot be set together with `eval_dataset`; keep one"))
-    if val_size > 1e-6 and get("dataset") is None:
+    if c.val_size > 1e-6 and c.get("dataset") is None:
         out.append(Problem("val_size", "needs a `dataset` to split"))
-    if get("eval_strategy", "no") != "no" and get("eval_dataset") is None and val_size < 1e-6:
+    if c.get("eval_strategy", "no") != "no" and not c.has_eval_data:
         out.append(
             Problem(
                 "eval_strategy",
                 "evaluation is on but there is no eval data; set `val_size` or `eval_dataset`",
             )
         )
-    if get("quantization_bit") is not None and ftype not in ("lora", "oft"):
+    return out
+
+
+def lora_only(c: Context) -> list[Problem]:
+    out = []
+    if c.get("quantization_bit") is not None and c.ftype not in ("lora", "oft"):
         out.append(
             Problem(
                 "quantization_bit",
-                f"quantization needs `finetuning_type: lora` (it is {ftype}); use --method qlora",
+                f"quantization needs `finetuning_type: lora` (it is {c.ftype}); use --method qlora",
             )
         )
-    if get("adapter_name_or_path") and ftype not in ("lora", "oft"):
+    if c.get("adapter_name_or_path") and c.ftype not in ("lora", "oft"):
         out.append(Problem("adapter_name_or_path", "adapters are only valid for the LoRA method"))
-    if do_train and get("quantization_device_map") == "auto":
-        out.append(Problem("quantization_device_map", "`auto` cannot be used in training; remove it"))
-    if get("streaming") and get("max_steps", -1) in (-1, None):
-        out.append(Problem("max_steps", "streaming needs `max_steps`"))
-    if get("streaming") and get("max_samples") is not None:
-        out.append(Problem("max_samples", "incompatible with `streaming`"))
-    if get("mask_history") and get("train_on_prompt"):
-        out.append(Problem("mask_history", "incompatible with `train_on_prompt`; keep one"))
     for key in ("use_dora", "use_rslora", "pissa_init", "loraplus_lr_ratio"):
-        if get(key) and ftype != "lora":
-            out.append(Problem(key, f"only valid for LoRA training (finetuning_type is {ftype})"))
-    optims = [k for k in ("use_galore", "use_apollo", "use_badam") if get(k)]
-    if len(optims) > 1:
-        out.append(Problem(optims[1], f"cannot be used together with `{optims[0]}`"))
-    if optims and ftype == "lora":
-        out.append(Problem(optims[0], "cannot be used with LoRA; use `finetuning_type: full`"))
-    if get("deepspeed") and (get("use_galore") or get("use_apollo")):
-        out.append(Problem("deepspeed", "GaLore and APOLLO are incompatible with DeepSpeed"))
-    if get("fp8") and get("quantization_bit") is not None:
-        out.append(Problem("fp8", "FP8 training is not compatible with quantization; disable one"))
-    if get("infer_backend", "huggingface") != "huggingface":
-        out.append(Problem("infer_backend", "vLLM/SGLang backends are for inference only; remove it"))
-    if zero3:
-        for key, what in (
-            ("predict_with_generate", "`predict_with_generate`"),
-            ("pure_bf16", "`pure_bf16`"),
-            ("use_unsloth", "Unsloth"),
-            ("use_kt", "KTransformers"),
-            ("pissa_init", "PiSSA initialisation"),
-        ):
-            if get(key):
-                out.append(Problem(key, f"{what} is incompatible with DeepSpeed ZeRO-3"))
-    if get("predict_with_generate") and get("compute_accuracy"):
-        out.append(Problem("compute_accuracy", "cannot be used together with `predict_with_generate`"))
-    out.extend(_best_model_rules(cfg))
+        if c.get(key) and c.ftype != "lora":
+            out.append(Problem(key, f"only valid for LoRA training (finetuning_type is {c.ftype})"))
     return out
 
 
-def _best_model_rules(cfg: dict[str, Any]) -> list[Problem]:
-    """HF TrainingArguments checks for load_best_model_at_end and the early-stopping callback."""
-    out: list[Problem] = []
-    get = cfg.get
-    eval_strategy = get("eval_strategy", "no")
-    save_strategy = get("save_strategy", "steps")
-    if get("load_best_model_at_end"):
-        if eval_strategy != save_strategy:
-            out.append(
-                Problem(
-                    "load_best_model_at_end",
-                    f"needs the same eval and save strategy (eval_strategy {eval_strategy}, save_strategy {save_strategy})",
-                )
+# quantization_method -> the quantization_bit values it accepts on the fly
+# (LLaMA-Factory 0.9.5 model/model_utils/quantization.py configure_quantization)
+QUANTIZATION_BITS: dict[str, tuple[int, ...]] = {"bnb": (4, 8), "hqq": (1, 2, 3, 4, 5, 6, 8), "eetq": (8,)}
+
+
+def quantization(c: Context) -> list[Problem]:
+    bits = c.get("quantization_bit")
+    method = c.get("quantization_method", "bnb")
+    if bits is None or isinstance(bits, bool) or not isinstance(bits, int) or not isinstance(method, str):
+        return []
+    allowed = QUANTIZATION_BITS.get(method)
+    if allowed is None:
+        return [
+            Problem(
+                "quantization_method",
+                f"`{method}` does not quantize on the fly (it loads a model already quantized with it); "
+                f"use {', '.join(QUANTIZATION_BITS)} with quantization_bit, or remove quantization_bit",
             )
-        elif eval_strategy == "steps":
-            save_steps, eval_steps = get("save_steps", 500), get("eval_steps") or get("logging_steps", 500)
-            if isinstance(save_steps, int) and isinstance(eval_steps, int) and save_steps % eval_steps:
-                out.append(
-                    Problem("save_steps", f"{save_steps} must be a multiple of eval_steps {eval_steps}")
-                )
-    if get("early_stopping_steps") is not None and not get("load_best_model_at_end"):
-        out.append(
+        ]
+    if bits not in allowed:
+        values = " or ".join(str(b) for b in allowed)
+        return [
+            Problem(
+                "quantization_bit", f"{bits} bits is not supported by {method} quantization; use {values}"
+            )
+        ]
+    if c.zero_stage == 3 and method != "bnb":
+        return [Problem("quantization_method", f"{method} is incompatible with DeepSpeed ZeRO-3; use bnb")]
+    if c.zero_stage == 3 and bits != 4:
+        return [Problem("quantization_bit", "with DeepSpeed ZeRO-3, bitsandbytes takes 4 bits only")]
+    return []
+
+
+def training_only_keys(c: Context) -> list[Problem]:
+    out = []
+    if c.do_train and c.get("quantization_device_map") == "auto":
+        out.append(Problem("quantization_device_map", "`auto` cannot be used in training; remove it"))
+    if c.get("infer_backend", "huggingface") != "huggingface":
+        out.append(Problem("infer_backend", "vLLM/SGLang backends are for inference only; remove it"))
+    return out
+
+
+def streaming(c: Context) -> list[Problem]:
+    out = []
+    if c.get("streaming") and c.get("max_steps", -1) in (-1, None):
+        out.append(Problem("max_steps", "streaming needs `max_steps`"))
+    if c.get("streaming") and c.get("max_samples") is not None:
+        out.append(Problem("max_samples", "incompatible with `streaming`"))
+    return out
+
+
+def exclusive_keys(c: Context) -> list[Problem]:
+    out = []
+    if c.get("mask_history") and c.get("train_on_prompt"):
+        out.append(Problem("mask_history", "incompatible with `train_on_prompt`; keep one"))
+    if c.get("fp8") and c.get("quantization_bit") is not None:
+        out.append(Problem("fp8", "FP8 training is not compatible with quantization; disable one"))
+    if c.get("predict_with_generate") and c.get("compute_accuracy"):
+        out.append(Problem("compute_accuracy", "cannot be used together with `predict_with_generate`"))
+    return out
+
+
+def optimizers(c: Context) -> list[Problem]:
+    out = []
+    chosen = [k for k in ("use_galore", "use_apollo", "use_badam") if c.get(k)]
+    if len(chosen) > 1:
+        out.append(Problem(chosen[1], f"cannot be used together with `{chosen[0]}`"))
+    if chosen and c.ftype == "lora":
+        out.append(Problem(chosen[0], "cannot be used with LoRA; use `finetuning_type: full`"))
+    if c.get("deepspeed") and (c.get("use_galore") or c.get("use_apollo")):
+        out.append(Problem("deepspeed", "GaLore and APOLLO are incompatible with DeepSpeed"))
+    return out
+
+
+_ZERO3_INCOMPATIBLE = (
+    ("predict_with_generate", "`predict_with_generate`"),
+    ("pure_bf16", "`pure_bf16`"),
+    ("use_unsloth", "Unsloth"),
+    ("use_kt", "KTransformers"),
+    ("pissa_init", "PiSSA initialisation"),
+)
+
+
+def zero3(c: Context) -> list[Problem]:
+    if c.zero_stage != 3:
+        return []
+    return [
+        Problem(key, f"{what} is incompatible with DeepSpeed ZeRO-3")
+        for key, what in _ZERO3_INCOMPATIBLE
+        if c.get(key)
+    ]
+
+
+def best_model(c: Context) -> list[Problem]:
+    """HF TrainingArguments' checks for load_best_model_at_end."""
+    if not c.get("load_best_model_at_end"):
+        return []
+    eval_strategy, save_strategy = c.get("eval_strategy", "no"), c.get("save_strategy", "steps")
+    if eval_strategy != save_strategy:
+        return [
+            Problem(
+                "load_best_model_at_end",
+                f"needs the same eval and save strategy (eval_strategy {eval_strategy}, save_strategy {save_strategy})",
+            )
+        ]
+    if eval_strategy == "steps":
+        save_steps, eval_steps = c.get("save_steps", 500), c.get("eval_steps") or c.get("logging_steps", 500)
+        if isinstance(save_steps, int) and isinstance(eval_steps, int) and save_steps % eval_steps:
+            return [Problem("save_steps", f"{save_steps} must be a multiple of eval_steps {eval_steps}")]
+    return []
+
+
+def early_stopping(c: Context) -> list[Problem]:
+    if c.get("early_stopping_steps") is not None and not c.get("load_best_model_at_end"):
+        return [
             Problem(
                 "early_stopping_steps", "needs `load_best_model_at_end: true` and `metric_for_best_model`"
             )
+        ]
+    return []
+
+
+def template_known(c: Context) -> list[Problem]:
+    """LLaMA-Factory looks the template up only when it loads the data (data/template.py)."""
+    from lf_tuner.chat import template_names
+
+    name = c.get("template")
+    if not isinstance(name, str) or name in template_names():
+        return []
+    hint = did_you_mean(name, template_names()) or " `lf-tuner cutoff --help` lists LLaMA-Factory's templates"
+    return [
+        Problem(
+            "template",
+            f"`{name}` is not a LLaMA-Factory {load_schema().llamafactory_version} template;{hint}",
         )
+    ]
+
+
+# model types whose module names (ModelArch.linears) tests/test_validate.py checks against transformers;
+# mixture-of-experts and multimodal models have other (or more) module names, and are not checked
+LORA_NAMES_CHECKED = frozenset(
+    {"llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text", "phi3", "glm"}
+)
+
+
+def lora_target_modules(c: Context) -> list[Problem]:
+    """PEFT fails when a lora_target names no module of the model (checked when the model resolves)."""
+    arch, target = c.arch, c.get("lora_target", "all")
+    if c.ftype != "lora" or arch is None or arch.model_type not in LORA_NAMES_CHECKED or arch.is_moe:
+        return []
+    names = target if isinstance(target, list) else str(target).split(",")
+    known = [lin.name for lin in arch.linears()] + ["lm_head", "embed_tokens"]
+    out = []
+    for name in (str(n).strip() for n in names):
+        if name and name != "all" and name.rsplit(".", 1)[-1] not in known:
+            modules = ", ".join(lin.name for lin in arch.linears())
+            out.append(
+                Problem(
+                    "lora_target", f"`{name}` is not a module of {arch.name}; use `all` or some of: {modules}"
+                )
+            )
     return out
 
 
+RULES: tuple[Rule, ...] = (
+    required_keys,
+    one_precision,
+    sft_only_keys,
+    predict_needs_generate,
+    stage_limits,
+    eval_data,
+    lora_only,
+    quantization,
+    training_only_keys,
+    streaming,
+    exclusive_keys,
+    optimizers,
+    zero3,
+    best_model,
+    early_stopping,
+    template_known,
+    lora_target_modules,
+)
+
+
+def _model_of(cfg: Mapping[str, Any]) -> ModelArch | None:
+    """The model's architecture when `model_name_or_path` resolves (catalog or local config.json), else None."""
+    from lf_tuner.models import resolve_model
+
+    model = cfg.get("model_name_or_path")
+    if not isinstance(model, str) or not model:
+        return None
+    try:
+        return resolve_model(model)
+    except LfTunerError:
+        return None
+
+
 def validate_config(
-    cfg: dict[str, Any],
+    cfg: Mapping[str, Any],
     *,
     base_dir: Path | None = None,
     schema: Schema | None = None,
-    deepspeed: dict[str, Any] | None = None,
+    deepspeed: Mapping[str, Any] | None = None,
+    arch: ModelArch | None = _UNSET,
 ) -> list[Problem]:
-    """Every problem the shipped schema can see: unknown keys, types, choices, cross-field rules.
+    """Every problem the shipped schema and the rules can see: unknown keys, types, choices, ranges, and
+    each rule in RULES. Nothing the config points at is opened but its DeepSpeed JSON (see `check_files`).
 
-    `deepspeed`: the DeepSpeed JSON that the config's `deepspeed` path will hold (when it is not
-    written yet); otherwise a `deepspeed` path is read relative to `base_dir`.
+    `deepspeed`: the DeepSpeed JSON that the config's `deepspeed` path will hold (when it is not written yet);
+    otherwise a `deepspeed` path is read relative to `base_dir`. `arch`: the model, when the caller has it
+    (None: unknown); by default `model_name_or_path` is resolved (catalog or local config.json).
     """
     schema = schema or load_schema()
     problems: list[Problem] = []
-    if not isinstance(cfg, dict):
+    if not isinstance(cfg, Mapping):
         return [Problem("config", "expected a mapping of LLaMA-Factory keys to values")]
     for key, value in cfg.items():
         if not isinstance(key, str) or key not in schema:
@@ -292,12 +506,74 @@ def validate_config(
         if problem is not None:
             problems.append(problem)
     problems.extend(_ranges(cfg))
-    problems.extend(_cross_rules(cfg, base_dir, deepspeed))
+    context = Context.of(cfg, base_dir=base_dir, deepspeed=deepspeed, arch=arch)
+    for rule in RULES:
+        problems.extend(rule(context))
     if deepspeed is not None:
         problems.extend(validate_deepspeed_dict(deepspeed))
     elif isinstance(cfg.get("deepspeed"), str):
         problems.extend(validate_deepspeed_file(cfg["deepspeed"], base_dir))
     return _dedupe(problems)
+
+
+# --------------------------------------------------------------------------- what the config points at
+
+_REMOTE_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
+
+
+def _dataset_names(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
+    names: list[tuple[str, str]] = []
+    for key in ("dataset", "eval_dataset"):
+        value = cfg.get(key)
+        items = value if isinstance(value, list) else str(value).split(",") if value else []
+        names.extend((key, str(item).strip()) for item in items if str(item).strip())
+    return names
+
+
+def check_files(cfg: Mapping[str, Any], *, base_dir: Path | None = None) -> list[Problem]:
+    """What LLaMA-Factory fails on when it loads the data (data/parser.py, data/loader.py): each dataset
+    registered in `{dataset_dir}/dataset_info.json`, and each local data file there. `ONLINE` and `REMOTE:`
+    dataset dirs and hub entries are not looked up. Relative paths are read from `base_dir` (default: the
+    working directory), as LLaMA-Factory reads them from where it starts."""
+    names = _dataset_names(cfg)
+    dataset_dir = str(cfg.get("dataset_dir", "data"))
+    if not names or dataset_dir == "ONLINE" or dataset_dir.startswith("REMOTE:"):
+        return []
+    directory = Path(dataset_dir).expanduser()
+    directory = directory if directory.is_absolute() else (base_dir or Path.cwd()) / directory
+    info_path = directory / "dataset_info.json"
+    if not info_path.is_file():
+        return [
+            Problem(
+                "dataset_dir",
+                f"{info_path} does not exist; register your data there (see `lf-tuner render`)",
+            )
+        ]
+    try:
+        info = read_dataset_info(directory)
+    except LfTunerError as exc:
+        return [Problem("dataset_dir", exc.message)]
+    problems: list[Problem] = []
+    for key, name in names:
+        entry = info.get(name)
+        if entry is None:
+            hint = did_you_mean(name, info) or " add it there"
+            problems.append(Problem(key, f"`{name}` is not in {info_path};{hint}"))
+        elif not isinstance(entry, dict):
+            problems.append(
+                Problem(key, f"`{name}` in {info_path} must be a mapping with file_name or hf_hub_url")
+            )
+        elif not any(entry.get(k) for k in _REMOTE_KEYS):
+            file_name = entry.get("file_name")
+            if not file_name:
+                problems.append(
+                    Problem(key, f"`{name}` in {info_path} has no file_name; add the data file's path")
+                )
+            elif not (directory / str(file_name)).exists():
+                problems.append(
+                    Problem(key, f"`{name}` points at {directory / str(file_name)}, which does not exist")
+                )
+    return problems
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:
@@ -367,7 +643,7 @@ def llamafactory_available() -> bool:
     return importlib.util.find_spec("llamafactory") is not None
 
 
-def _checked_copy(cfg: dict[str, Any], scratch: Path) -> dict[str, Any]:
+def _checked_copy(cfg: Mapping[str, Any], scratch: Path) -> dict[str, Any]:
     copy = dict(cfg)
     copy.pop("deepspeed", None)
     copy["use_cpu"] = True  # judge it as on the GPU machine: bf16 is refused on a CPU otherwise
@@ -381,7 +657,7 @@ _UNUSED = re.compile(r"Some (?:keys|specified arguments) are not used by the HfA
 _BACKTICK = re.compile(r"`([a-z_0-9]+)`")
 
 
-def _to_problems(message: str, cfg: dict[str, Any]) -> list[Problem]:
+def _to_problems(message: str, cfg: Mapping[str, Any]) -> list[Problem]:
     text = message.split(": ", 1)[1] if ": " in message else message
     text = text.strip().splitlines()[0] if text.strip() else message
     unused = _UNUSED.search(message)
@@ -398,7 +674,9 @@ def _to_problems(message: str, cfg: dict[str, Any]) -> list[Problem]:
     return [Problem("llamafactory", text)]
 
 
-def validate_many_with_llamafactory(cfgs: list[dict[str, Any]], timeout: float = 300) -> list[list[Problem]]:
+def validate_many_with_llamafactory(
+    cfgs: Sequence[Mapping[str, Any]], timeout: float = 300
+) -> list[list[Problem]]:
     """Run LLaMA-Factory's `get_train_args` on each config in one subprocess (one import, ~5-10 s)."""
     if not llamafactory_available():
         raise LfTunerError(
@@ -447,24 +725,29 @@ _DIST_VARS = (
 )
 
 
-def validate_with_llamafactory(cfg: dict[str, Any]) -> list[Problem]:
+def validate_with_llamafactory(cfg: Mapping[str, Any]) -> list[Problem]:
     """LLaMA-Factory's own verdict on one config."""
     return validate_many_with_llamafactory([cfg])[0]
 
 
 def check_config(
-    cfg: dict[str, Any],
+    cfg: Mapping[str, Any],
     *,
     use_llamafactory: bool | None = None,
     base_dir: Path | None = None,
-    deepspeed: dict[str, Any] | None = None,
+    deepspeed: Mapping[str, Any] | None = None,
+    files: bool = False,
+    arch: ModelArch | None = _UNSET,
 ) -> list[Problem]:
-    """The schema check, then (when llamafactory is importable, or when asked) the real parser.
+    """The schema and the rules (and, with `files`, what the config points at), then (when llamafactory is
+    importable, or when asked) LLaMA-Factory's own parser.
 
-    The parser runs only on a config the schema accepts: it stops at its first error, the schema
-    check reports them all.
+    The parser runs only on a config the checks accept: it stops at its first error, the checks report
+    them all.
     """
-    problems = validate_config(cfg, base_dir=base_dir, deepspeed=deepspeed)
+    problems = validate_config(cfg, base_dir=base_dir, deepspeed=deepspeed, arch=arch)
+    if files:
+        problems.extend(check_files(cfg, base_dir=base_dir))
     if use_llamafactory is None:
         use_llamafactory = llamafactory_available()
     if use_llamafactory and not problems:

@@ -66,25 +66,17 @@ def load_base_config(spec: SweepSpec, spec_dir: Path, sweep_dir: Path) -> dict[s
 
             return apply_overrides(cfg, spec.overrides)
         return dict(cfg)
-    from lf_tuner.config.render import render_train_config
+    from lf_tuner.config.render import RenderRequest, render_train_config
     from lf_tuner.train.gpus import smallest_gpu_gib
 
     assert spec.render is not None and spec.preset is not None
-    r = spec.render
-    rendered = render_train_config(
+    request = RenderRequest(
         preset=spec.preset,
-        model=r.model,
-        dataset=r.dataset,
-        dataset_dir=r.dataset_dir,
-        template=r.template,
-        method=r.method,
         output_dir=str(sweep_dir / "base-output"),
-        cutoff=r.cutoff,
-        overrides=list(spec.overrides),
-        data_size=r.data_size,
-        gpu_memory_gib=r.gpu_memory_gib,
-        detect_gpu_gib=smallest_gpu_gib,
+        overrides=tuple(spec.overrides),
+        **spec.render.model_dump(),
     )
+    rendered = render_train_config(request, detect_gpu_gib=smallest_gpu_gib)
     return dict(rendered.config)
 
 

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lf_tuner.data import read_dataset_info
-from lf_tuner.errors import BadValue, LfTunerError, ProblemsError, did_you_mean
+from lf_tuner.errors import BadValue, LfTunerError, ProblemsError
 from lf_tuner.train import records
 from lf_tuner.train.command import (
     DEFAULT_MASTER_PORT,
@@ -70,12 +69,11 @@ def load_config(
         from lf_tuner.config.overrides import apply_overrides
 
         return apply_overrides(base, overrides)
-    from lf_tuner.config.render import render_train_config
+    from lf_tuner.config.render import RenderRequest, render_train_config
     from lf_tuner.train.gpus import smallest_gpu_gib
 
-    rendered = render_train_config(
-        **render, overrides=overrides, data_size=None, gpu_memory_gib=None, detect_gpu_gib=smallest_gpu_gib
-    )
+    request = RenderRequest(**render, overrides=tuple(overrides))
+    rendered = render_train_config(request, detect_gpu_gib=smallest_gpu_gib)
     return dict(rendered.config)
 
 
@@ -126,26 +124,21 @@ def check_fit(
 ) -> dict[str, Any] | None:
     """The estimate as a dict (None when there is none). When it exceeds a GPU's free memory: apply the first
     change that fits (`fit`, to `cfg` in place), go on anyway (`force`), or raise."""
-    from lf_tuner.memory import estimate, setup_from_config
+    from lf_tuner.config.fit import check_fit as estimate_fit
+    from lf_tuner.train.gpus import gpu_budgets
 
     try:
-        est = estimate(setup_from_config(cfg, gpus=max(1, len(gpus))))
+        result = estimate_fit(cfg, gpu_budgets(gpus), gpus=max(1, len(gpus)))
     except LfTunerError as exc:
         say(f"warning: no memory estimate ({exc.message})")
         return None
-    if not gpus:
-        return est.as_dict()
-    from lf_tuner.memory import report_fit
-    from lf_tuner.train.gpus import gpu_budgets
-
-    report = report_fit(est, gpu_budgets(gpus))
-    if report.fits:
+    est = result.estimate
+    if result.report is None or result.fits:
         return est.as_dict()
     say(f"estimated peak {est.total_gib:.2f} GiB per GPU")
-    for line in report.lines:
+    for line in result.report.lines:
         say(line)
-    if fit and report.changes:
-        change = report.changes[0]
+    if fit and (change := result.change) is not None:
         cfg.update(change.overrides)
         say(f"--fit: applied `{change.description}`")
         return check_fit(cfg, gpus, fit=False, force=force, say=say)
@@ -337,6 +330,8 @@ def local_problems(cfg: Mapping[str, Any], *, cwd: Path | None = None) -> list[s
 
     LLaMA-Factory resolves relative paths against the working directory, so these checks do too.
     """
+    from lf_tuner.config.validate import check_files
+
     base = cwd or Path.cwd()
     problems: list[str] = []
     model = cfg.get("model_name_or_path")
@@ -355,7 +350,9 @@ def local_problems(cfg: Mapping[str, Any], *, cwd: Path | None = None) -> list[s
             problems.append(
                 f"model_name_or_path: {text} has no config.json; is it a Hugging Face model directory?"
             )
-    problems.extend(_dataset_problems(cfg, base))
+    if not cfg.get("dataset") and cfg.get("do_train", True):
+        problems.append("dataset: missing; name the dataset(s) registered in dataset_info.json")
+    problems.extend(str(p) for p in check_files(cfg, base_dir=base))
     deepspeed = cfg.get("deepspeed")
     if isinstance(deepspeed, str) and deepspeed:
         ds_path = Path(deepspeed).expanduser()
@@ -368,47 +365,6 @@ def local_problems(cfg: Mapping[str, Any], *, cwd: Path | None = None) -> list[s
         problems.append(
             "bf16: mixed precision needs a GPU; set bf16: false (and fp16: false) with use_cpu: true"
         )
-    return problems
-
-
-def _dataset_problems(cfg: Mapping[str, Any], base: Path) -> list[str]:
-    names: list[tuple[str, str]] = []
-    for key in ("dataset", "eval_dataset"):
-        value = cfg.get(key)
-        items = value if isinstance(value, list) else str(value).split(",") if value else []
-        names.extend((key, str(item).strip()) for item in items if str(item).strip())
-    if not cfg.get("dataset") and cfg.get("do_train", True):
-        return ["dataset: missing; name the dataset(s) registered in dataset_info.json"]
-    dataset_dir = str(cfg.get("dataset_dir", "data"))
-    if dataset_dir == "ONLINE" or dataset_dir.startswith("REMOTE:"):
-        return []
-    directory = Path(dataset_dir).expanduser()
-    directory = directory if directory.is_absolute() else base / directory
-    info_path = directory / "dataset_info.json"
-    if not info_path.is_file():
-        return [f"dataset_dir: {info_path} does not exist; register your data there (see `lf-tuner render`)"]
-    try:
-        info = read_dataset_info(directory)
-    except LfTunerError as exc:
-        return [f"dataset_dir: {exc.message}"]
-    problems: list[str] = []
-
-    for key, name in names:
-        entry = info.get(name)
-        if entry is None:
-            problems.append(
-                f"{key}: `{name}` is not in {info_path};{did_you_mean(name, info) or ' add it there'}"
-            )
-            continue
-        if not isinstance(entry, dict):
-            problems.append(f"{key}: `{name}` in {info_path} must be a mapping with file_name or hf_hub_url")
-            continue
-        remote = any(
-            entry.get(k) for k in ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
-        )
-        file_name = entry.get("file_name")
-        if not remote and file_name and not (directory / str(file_name)).exists():
-            problems.append(f"{key}: `{name}` points at {directory / str(file_name)}, which does not exist")
     return problems
 
 
