@@ -480,3 +480,26 @@ def test_cutoff_auto_measures_the_dataset(tmp_path: Path) -> None:
     rendered = render("default", model=str(model), dataset=str(data / "a.json"), cutoff="auto", data_size=40)
     assert rendered.config["cutoff_len"] == 128  # ~50-token samples, rounded up to a multiple of 128
     assert rendered.why["cutoff_len"] == "95th percentile of the dataset's token lengths, rounded up to 128"
+
+
+def test_fit_applies_the_first_change_that_fits() -> None:
+    """`render --fit` and `run --fit` share config.fit.check_fit: the change applied is memory's first."""
+    from lf_tuner.config.fit import check_fit
+    from lf_tuner.memory import Budget, fit_changes
+
+    args = ["render", "--preset", "security", "--schema-only"]  # its batch does not depend on the GPU
+    roomy = CliRunner().invoke(cli, [*args, "--gpu-memory", "80", "--fit"])
+    assert roomy.exit_code == 0, roomy.output
+    assert roomy.stderr.splitlines()[-1].startswith("fit: fits as is: estimated peak ")
+    base = render("security")
+    before = check_fit(base.config, [], gpus=1).estimate
+    budget = int(before.total_bytes * 0.8)
+    expected = fit_changes(before.setup, budget)[0]
+    assert check_fit(base.config, [Budget("GPU", budget)], gpus=1).change == expected
+    gib = budget / 2**30
+    tight = CliRunner().invoke(cli, [*args, "--gpu-memory", f"{gib}", "--fit"])
+    assert tight.exit_code == 0, tight.output
+    cfg = yaml.safe_load(tight.stdout)
+    assert all(cfg[key] == value for key, value in expected.overrides.items())
+    assert f"fit: chose: {expected.description} (estimated peak {expected.total_gib:.1f} GiB)" in tight.stderr
+    assert f"  # --fit: {expected.description}" in tight.stdout

@@ -18,11 +18,14 @@ from lf_tuner.config.validate import (
     RULES,
     Context,
     check_files,
+    lora_target_modules,
+    quantization,
+    template_known,
     validate_config,
     validate_deepspeed_dict,
     validate_many_with_llamafactory,
 )
-from lf_tuner.errors import Problem
+from lf_tuner.errors import LfTunerError, Problem
 from tests.conftest import requires_llamafactory
 from tests.test_render import CASES, golden_render
 
@@ -477,3 +480,126 @@ def test_deepspeed_equals_llamafactory_files(
     common.create_ds_config()
     theirs = json.loads((tmp_path / f"ds_{kind}_config.json").read_text())
     assert json.loads(render_deepspeed(kind)) == theirs
+
+
+# --------------------------------------------------------------------------- the rules against LLaMA-Factory
+
+
+@requires_llamafactory
+@pytest.mark.llamafactory
+def test_template_rule_agrees_with_llamafactory_registry() -> None:
+    from llamafactory.data.template import TEMPLATES
+
+    names = [*TEMPLATES, "qwenn", "Qwen", "llama-3", "chatml_de_", ""]  # "": LLaMA-Factory refuses it too
+    for name in names:
+        said = template_known(Context({**GOOD, "template": name}))
+        assert (said == []) == (name in TEMPLATES), name
+
+
+@requires_llamafactory
+@pytest.mark.llamafactory
+@pytest.mark.parametrize("method", ["bnb", "hqq", "eetq", "gptq", "awq", "fp8"])
+def test_quantization_rule_agrees_with_llamafactory(method: str) -> None:
+    """LLaMA-Factory raises for a bit width its on-the-fly method does not take, and quietly does not quantize
+    with a method that only loads pre-quantized models: the rule reports exactly those."""
+    from llamafactory.hparams import ModelArguments
+    from llamafactory.model.model_utils.quantization import configure_quantization
+    from transformers import PretrainedConfig
+
+    for bits in range(1, 9):
+        args = ModelArguments(model_name_or_path="m", quantization_bit=bits, quantization_method=method)
+        init: dict[str, object] = {}
+        try:
+            configure_quantization(PretrainedConfig(), None, args, True, init)  # type: ignore[arg-type]
+            quantized = "quantization_config" in init
+        except ValueError as exc:
+            assert "only accepts" in str(exc)
+            quantized = False
+        except ImportError:  # bitsandbytes / hqq / eetq not installed here: the bit width was accepted
+            quantized = True
+        said = quantization(Context({**GOOD, "quantization_bit": bits, "quantization_method": method}))
+        assert (said == []) == quantized, (method, bits, said)
+
+
+@requires_llamafactory
+@pytest.mark.llamafactory
+def test_duplicate_keys_refused_like_llamafactory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llamafactory.hparams.parser import read_args
+
+    from lf_tuner.config.files import parse_mapping
+
+    for text, duplicate in [
+        ("a: 1\nb: 1e-4\n", False),
+        ("a: 1\nb: 2\na: 3\n", True),
+        ("a:\n  x: 1\n  x: 2\n", True),
+    ]:
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        monkeypatch.setattr("sys.argv", ["llamafactory-cli", str(path)])
+        try:
+            theirs = read_args()
+        except Exception as exc:  # noqa: BLE001 - OmegaConf's ConstructorError, whatever its class
+            assert "duplicate key" in str(exc)
+            theirs = None
+        if duplicate:
+            assert theirs is None
+            with pytest.raises(LfTunerError, match="given twice"):
+                parse_mapping(text, "c.yaml")
+        else:
+            assert parse_mapping(text, "c.yaml") == theirs
+
+
+@requires_llamafactory
+@pytest.mark.llamafactory
+def test_lora_target_rule_agrees_with_peft(tmp_path: Path) -> None:
+    """PEFT refuses a target that names no module of the model; the rule refuses the same ones."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tests.tiny import TINY_CONFIG
+
+    model_dir = tmp_path / "tiny"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps(TINY_CONFIG))
+    config = AutoConfig.from_pretrained(model_dir)
+    for target in [
+        "q_proj",
+        "down_proj",
+        "self_attn.o_proj",
+        "lm_head",
+        "foo_proj",
+        "gate_up_proj",
+        "qkv_proj",
+    ]:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        try:
+            get_peft_model(model, LoraConfig(target_modules=[target]))
+            peft_ok = True
+        except ValueError as exc:
+            assert "not found in the base model" in str(exc) or "Target modules" in str(exc)
+            peft_ok = False
+        cfg = {**GOOD, "model_name_or_path": str(model_dir), "lora_target": target}
+        said = lora_target_modules(Context.of(cfg))
+        assert (said == []) == peft_ok, (target, said)
+
+
+@requires_llamafactory
+@pytest.mark.llamafactory
+def test_dataset_rule_agrees_with_llamafactory(tmp_path: Path) -> None:
+    from llamafactory.data.parser import get_dataset_list
+
+    data = _data_dir(tmp_path)
+    for names, dataset_dir in [
+        (["alpaca_a", "hub"], data),
+        (["alpaca_b"], data),
+        (["alpaca_a"], tmp_path / "none"),
+    ]:
+        try:
+            get_dataset_list(names, str(dataset_dir))
+            theirs_ok = True
+        except ValueError:
+            theirs_ok = False
+        cfg = {**GOOD, "dataset": ",".join(names), "dataset_dir": str(dataset_dir)}
+        assert (check_files(cfg) == []) == theirs_ok, names

@@ -407,7 +407,7 @@ def template_known(c: Context) -> list[Problem]:
     name = c.get("template")
     if not isinstance(name, str) or name in template_names():
         return []
-    hint = did_you_mean(name, template_names()) or " `lf-tuner cutoff --help` lists LLaMA-Factory's templates"
+    hint = did_you_mean(name, template_names()) or " `lf-tuner cutoff --list-templates` lists them"
     return [
         Problem(
             "template",
