@@ -103,7 +103,7 @@ class LazyGroup(click.Group):
     """A click group whose subcommands are imported only when used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name in COMMANDS if self._load(name) is not None]
+        return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return self._load(cmd_name)
@@ -112,12 +112,7 @@ class LazyGroup(click.Group):
         module_name = COMMANDS.get(name)
         if module_name is None:
             return None
-        try:
-            module = importlib.import_module(f"lf_tuner.cli.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"lf_tuner.cli.{module_name}":
-                return None  # not built yet
-            raise
+        module = importlib.import_module(f"lf_tuner.cli.{module_name}")
         command: click.Command = module.command
         return _map_errors(command)
 

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from rich.console import Console, RenderableType
 from rich.measure import Measurement
-
-from lf_tuner.config.files import load_mapping
 
 FALLBACK_WIDTH = 100  # columns when the output is not a terminal and $COLUMNS is not set
 
@@ -43,7 +40,3 @@ def show(renderable: RenderableType, *, stderr: bool = False) -> None:
     needed = Measurement.get(wide, wide.options, renderable).minimum
     console(stderr, width=max(width, needed)).print(renderable)
 
-
-def load_yaml_mapping(path: Path) -> dict[str, Any]:
-    """A config file that must hold a mapping (see lf_tuner.config.files.load_mapping)."""
-    return load_mapping(path)

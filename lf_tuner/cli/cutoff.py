@@ -55,7 +55,7 @@ def command(data: Path | None, dataset: str | None, dataset_dir: Path | None, co
     lf-tuner cutoff data.jsonl --tiktoken o200k_base --template qwen3 --drop-longer-than 4096 --output short.jsonl
     """
     from lf_tuner.chat import template_names
-    from lf_tuner.config.files import load_mapping
+    from lf_tuner.config import load_mapping
     from lf_tuner.lengths import measure as lengths
     from lf_tuner.lengths import report as core
     from lf_tuner.memory import lora_vram_gib

@@ -11,7 +11,8 @@ import click
 from rich import box
 from rich.table import Table
 
-from lf_tuner.cli._common import console, load_yaml_mapping, show
+from lf_tuner.cli._common import console, show
+from lf_tuner.config import load_mapping
 from lf_tuner.errors import DoesNotFit, LfTunerError
 from lf_tuner.memory import (
     ATTENTIONS,
@@ -53,7 +54,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 
 def gather_setup(config: Path | None, model: str | None, flags: dict[str, Any]) -> TrainSetup:
     """The run to estimate: the config file (if any), then the flags on top."""
-    cfg: dict[str, Any] = load_yaml_mapping(config) if config else {}
+    cfg: dict[str, Any] = load_mapping(config) if config else {}
     if config:
         _check_keys(cfg, config)
     if model:
@@ -87,10 +88,8 @@ def gather_setup(config: Path | None, model: str | None, flags: dict[str, Any]) 
 
 def _check_keys(cfg: dict[str, Any], path: Path) -> None:
     """Unknown keys fail the same way LLaMA-Factory would, before anything else."""
-    try:
-        from lf_tuner.config.validate import validate_config
-    except ImportError:
-        return
+    from lf_tuner.config import validate_config
+
     problems = [p for p in validate_config(cfg) if p.message.startswith("unknown LLaMA-Factory")]
     if problems:
         raise LfTunerError(f"{path}: " + "; ".join(str(p) for p in problems))

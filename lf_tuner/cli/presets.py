@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lf_tuner.config.presets import builtin_names, builtin_text, parse_preset
+from lf_tuner.config import builtin_names, builtin_text, parse_preset
 from lf_tuner.errors import LfTunerError
 
 

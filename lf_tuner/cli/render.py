@@ -8,11 +8,13 @@ from typing import Literal
 
 import click
 
-from lf_tuner.config.presets import METHODS
-from lf_tuner.config.render import (
+from lf_tuner.config import (
     DEEPSPEED_CHOICES,
+    METHODS,
     Rendered,
     RenderRequest,
+    check_config,
+    check_files,
     deepspeed_filename,
     deepspeed_kind,
     fit_config,
@@ -21,7 +23,6 @@ from lf_tuner.config.render import (
     render_train_config,
     with_changes,
 )
-from lf_tuner.config.validate import check_config, check_files
 from lf_tuner.errors import LfTunerError, ProblemsError
 from lf_tuner.train.gpus import smallest_gpu_gib
 

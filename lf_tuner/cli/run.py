@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from lf_tuner.cli._common import load_yaml_mapping
+from lf_tuner.config import load_mapping
 from lf_tuner.train import preflight, runner
 from lf_tuner.train import records as runs
 from lf_tuner.train.watch import LOG_NAME
@@ -85,7 +85,7 @@ def command(config: Path | None, overrides: tuple[str, ...], **o: Any) -> None:
     render = {k: o[k] for k in RENDER_OPTIONS}
     if problem := preflight.source_problem(config is not None, render):
         raise click.UsageError(problem)
-    base = load_yaml_mapping(config) if config is not None else None
+    base = load_mapping(config) if config is not None else None
     cfg = preflight.load_config(base, render, list(overrides))
     gpus, notes = preflight.choose_gpus(cfg, o["gpus"], cpu=o["cpu"], planning=planning)
     for note in notes:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from lf_tuner.config.files import load_mapping
-from lf_tuner.config.validate import check_config, llamafactory_available
+from lf_tuner.config import check_config, llamafactory_available, load_mapping
 from lf_tuner.errors import ProblemsError
 
 

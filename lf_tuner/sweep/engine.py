@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lf_tuner.config.files import load_mapping
+from lf_tuner.config import load_mapping
 from lf_tuner.errors import LfTunerError
 from lf_tuner.sweep.space import distributions, make_sampler, preview, with_tied
 from lf_tuner.sweep.spec import SweepSpec
@@ -62,11 +62,11 @@ def load_base_config(spec: SweepSpec, spec_dir: Path, sweep_dir: Path) -> dict[s
         except LfTunerError as exc:
             raise LfTunerError(f"base: {exc.message} (the path is relative to the spec file)") from None
         if spec.overrides:
-            from lf_tuner.config.overrides import apply_overrides
+            from lf_tuner.config import apply_overrides
 
             return apply_overrides(cfg, spec.overrides)
         return dict(cfg)
-    from lf_tuner.config.render import RenderRequest, render_train_config
+    from lf_tuner.config import RenderRequest, render_train_config
     from lf_tuner.train.gpus import smallest_gpu_gib
 
     assert spec.render is not None and spec.preset is not None

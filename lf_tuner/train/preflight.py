@@ -66,10 +66,10 @@ def load_config(
 ) -> dict[str, Any]:
     """The training config: `base` (a loaded YAML file) with overrides on top, or one rendered from `render`."""
     if base is not None:
-        from lf_tuner.config.overrides import apply_overrides
+        from lf_tuner.config import apply_overrides
 
         return apply_overrides(base, overrides)
-    from lf_tuner.config.render import RenderRequest, render_train_config
+    from lf_tuner.config import RenderRequest, render_train_config
     from lf_tuner.train.gpus import smallest_gpu_gib
 
     request = RenderRequest(**render, overrides=tuple(overrides))
@@ -124,7 +124,7 @@ def check_fit(
 ) -> dict[str, Any] | None:
     """The estimate as a dict (None when there is none). When it exceeds a GPU's free memory: apply the first
     change that fits (`fit`, to `cfg` in place), go on anyway (`force`), or raise."""
-    from lf_tuner.config.fit import check_fit as estimate_fit
+    from lf_tuner.config import check_fit as estimate_fit
     from lf_tuner.train.gpus import gpu_budgets
 
     try:
@@ -186,7 +186,7 @@ def prepare_output_dir(
 
 def check_config(cfg: dict[str, Any]) -> None:
     """Raise one error listing every schema problem and every missing file (model, data, DeepSpeed JSON)."""
-    from lf_tuner.config.validate import check_config as check_schema
+    from lf_tuner.config import check_config as check_schema
 
     problems = [str(p) for p in check_schema(cfg, use_llamafactory=False)] + local_problems(cfg)
     if problems:
@@ -330,7 +330,7 @@ def local_problems(cfg: Mapping[str, Any], *, cwd: Path | None = None) -> list[s
 
     LLaMA-Factory resolves relative paths against the working directory, so these checks do too.
     """
-    from lf_tuner.config.validate import check_files
+    from lf_tuner.config import check_files
 
     base = cwd or Path.cwd()
     problems: list[str] = []
