@@ -9,4 +9,5 @@ export PATH="$PWD/.venv/bin:$PATH"
 .venv/bin/ruff format --check lf_tuner tests scripts
 .venv/bin/mypy
 .venv/bin/lint-imports --no-cache
+.venv/bin/vulture
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

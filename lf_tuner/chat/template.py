@@ -76,10 +76,6 @@ class ChatTemplate:
     def default_system(self) -> str:
         return str(self.spec["default_system"])
 
-    @property
-    def is_multimodal(self) -> bool:
-        return bool(self.spec["mm_plugin"] != "BasePlugin")
-
     def _slots(self, key: str) -> list[Any]:
         slots: list[Any] = self.spec[key]["slots"]
         return slots

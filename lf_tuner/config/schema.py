@@ -19,9 +19,6 @@ from typing import Any
 
 SCHEMA_RESOURCE = "llamafactory_schema.json"
 
-# JSON-ish kinds a value may have; "null" means None is allowed.
-KINDS = ("bool", "int", "float", "str", "dict", "list", "null")
-
 
 @dataclass(frozen=True)
 class FieldSpec:
@@ -29,15 +26,14 @@ class FieldSpec:
 
     name: str
     group: str
-    kinds: tuple[str, ...]
+    kinds: tuple[str, ...]  # bool, int, float, str, dict, list; null when None is allowed
     default: Any
     choices: tuple[Any, ...] | None
-    help: str
 
     def describe_type(self) -> str:
         if self.choices is not None:
             return "one of " + ", ".join(str(c) for c in self.choices)
-        return " or ".join("null" if k == "null" else k for k in self.kinds)
+        return " or ".join(self.kinds)
 
 
 @dataclass(frozen=True)
@@ -63,7 +59,6 @@ def schema_from_dict(raw: dict[str, Any]) -> Schema:
             kinds=tuple(spec["kinds"]),
             default=spec["default"],
             choices=tuple(spec["choices"]) if spec.get("choices") is not None else None,
-            help=str(spec.get("help", "")),
         )
         for name, spec in raw["fields"].items()
     }

@@ -1,0 +1,65 @@
+"""Names vulture reports as unused that are used where it cannot see (scripts/test.sh runs `vulture`).
+
+Each group says why. A name that is really dead does not belong here: delete the code instead.
+"""
+
+from vulture.whitelist_utils import Whitelist
+
+_ = Whitelist()
+
+# click registers commands through decorators
+_.ls_cmd
+_.show_cmd
+_.cp_cmd
+
+# PEP 562: Python calls a module's __getattr__ (lf_tuner.config's lazy exports)
+_.__getattr__
+
+# signal handlers take (signum, frame)
+_.frame
+
+# pydantic: fields are read through model_validate/model_dump, validators are called by pydantic
+_.model_config
+_.full
+_.small
+_.large
+_.alpha
+_.dropout
+_.trainable_modules
+_.lr_scheduler_type
+_.weight_decay
+_.max_grad_norm
+_.bf16
+_.preprocessing_num_workers
+_.logging_steps
+_._known_keys
+_._choice
+_._one_accumulation
+_.max_steps
+_.free_gib
+_.schema_version
+_.measured_source
+_.mean_train_loss
+_.total_steps
+_.retries
+
+# LLaMA-Factory's DatasetAttr fields, set by DatasetAttr.join from dataset_info.json (setattr)
+_.num_samples
+_.images
+_.videos
+_.audios
+_.rejected
+
+# data: catalog facts, and API that tests use (a run record's reader, MoE active parameters)
+_.published_params
+_.active_params
+_.read_record
+
+# library attributes set for their side effect (sqlite3, tokenizers)
+_.row_factory
+_.pre_tokenizer
+_.post_processor
+
+# removed on h12's branch (chat.template.Role, data.datasets.attr_fields): drop these two lines when it lands
+_.Role
+_.attr_fields
