@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -115,7 +115,7 @@ def _env() -> jinja2.Environment:
     return env
 
 
-def render_template(name: str, context: dict[str, Any], env: jinja2.Environment | None = None) -> str:
+def render_template(name: str, context: Mapping[str, object], env: jinja2.Environment | None = None) -> str:
     """Render one template; every missing variable is reported at once."""
     env = env or _env()
     assert env.loader is not None
@@ -197,7 +197,9 @@ def _section(key: str) -> str:
     return _GROUP_SECTION.get(schema[key].group, "other") if key in schema else "other"
 
 
-def dump_yaml(cfg: dict[str, Any], notes: dict[str, str] | None = None, header: str | None = None) -> str:
+def dump_yaml(
+    cfg: Mapping[str, object], notes: Mapping[str, str] | None = None, header: str | None = None
+) -> str:
     """The config as YAML: `### section` headers in LLaMA-Factory's example order, one key a line,
     the reason for a value as a trailing comment."""
     notes = notes or {}
@@ -320,7 +322,7 @@ def _existing_info(info_path: Path) -> dict[str, Any]:
         raise LfTunerError(f"dataset_info: {exc.message}; fix it first") from None
 
 
-def _entry_for(info: dict[str, Any], data_dir: Path, file: Path) -> str | None:
+def _entry_for(info: Mapping[str, object], data_dir: Path, file: Path) -> str | None:
     """The name of an entry in `info` that already reads `file`, or None."""
     target = file.resolve()
     for name, entry in info.items():
@@ -507,21 +509,33 @@ def _choose_data(request: RenderRequest, preset_name: str, spec: Preset, why: di
     return _Data(name, data_dir, samples if samples is not None else count_rows(file), update)
 
 
-def _evaluation(spec: Preset, batch: int, epochs: float, why: dict[str, str]) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class _Evaluation:
+    """The held-out split and early stopping, as train.yaml.j2 writes them."""
+
+    val_size: float
+    evaluate: bool
+    per_device_eval_batch_size: int
+    early_stopping: bool
+    metric: str
+    patience: int
+
+
+def _evaluation(spec: Preset, batch: int, epochs: float, why: dict[str, str]) -> _Evaluation | None:
     if spec.evaluation is None:
         return None
     ev = spec.evaluation
     patience = max(2, int(epochs) // 2)
     if ev.evaluate and ev.early_stopping:
         why["early_stopping_steps"] = f"max(2, epochs // 2) = {patience} evaluations without improvement"
-    return {
-        "val_size": ev.val_size,
-        "evaluate": ev.evaluate,
-        "per_device_eval_batch_size": ev.per_device_eval_batch_size or batch,
-        "early_stopping": ev.early_stopping,
-        "metric": ev.metric,
-        "patience": patience,
-    }
+    return _Evaluation(
+        val_size=ev.val_size,
+        evaluate=ev.evaluate,
+        per_device_eval_batch_size=ev.per_device_eval_batch_size or batch,
+        early_stopping=ev.early_stopping,
+        metric=ev.metric,
+        patience=patience,
+    )
 
 
 def render_train_config(
@@ -564,7 +578,7 @@ def render_train_config(
     if isinstance(request.cutoff, int):
         cutoff_len = request.cutoff
         why["cutoff_len"] = "from --cutoff"
-    context: dict[str, Any] = {
+    context: dict[str, object] = {
         **spec.model_dump(include=_PRESET_KEYS),
         "model_name_or_path": model.name,
         "trust_remote_code": False,
@@ -670,7 +684,7 @@ def deepspeed_kind(value: object) -> str | None:
     return None
 
 
-def with_changes(rendered: Rendered, changes: dict[str, Any], why: dict[str, str]) -> Rendered:
+def with_changes(rendered: Rendered, changes: Mapping[str, object], why: Mapping[str, str]) -> Rendered:
     """The rendered config with more keys set (None removes a key), re-checked and re-dumped."""
     cfg = dict(rendered.config)
     for key, value in changes.items():
