@@ -94,7 +94,7 @@ def parse_yaml(text: str, origin: str) -> Any:
         raise ProblemsError(
             [
                 Problem(d.key, f"given twice (lines {d.first_line} and {d.line}); keep one")
-                for d in loader.duplicates
+                for d in sorted(loader.duplicates, key=lambda d: d.line)
             ],
             origin,
         )

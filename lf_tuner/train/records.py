@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from lf_tuner.errors import LfTunerError
+from lf_tuner.config import pydantic_problems
+from lf_tuner.errors import LfTunerError, ProblemsError
 
 RECORD_NAME = "lf-tuner-run.json"
 CONFIG_NAME = "lf-tuner-config.yaml"
@@ -136,9 +137,7 @@ def read_record(path: Path) -> RunRecord:
     try:
         return RunRecord.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise LfTunerError(f"{path}: {loc}: {first['msg']}") from exc
+        raise ProblemsError(pydantic_problems(exc, RunRecord), str(path)) from None
 
 
 # ------------------------------------------------------------------------------------------- metrics
