@@ -39,4 +39,3 @@ def show(renderable: RenderableType, *, stderr: bool = False) -> None:
     wide = Console(file=stream, width=10_000)
     needed = Measurement.get(wide, wide.options, renderable).minimum
     console(stderr, width=max(width, needed)).print(renderable)
-

@@ -98,10 +98,6 @@ class GpuSelection:
     count: int | None = None
     positions: tuple[int, ...] | None = None
 
-    @property
-    def everything(self) -> bool:
-        return self.count is None and self.positions is None
-
 
 def parse_gpus(select: str | None) -> GpuSelection:
     """`all` (or None); a count `N` (the first N visible GPUs); or positions `0,2` (`1,` for GPU 1 alone). `0`

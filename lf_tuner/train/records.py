@@ -247,6 +247,26 @@ CREATE TABLE IF NOT EXISTS runs (
 )
 """
 
+INDEX_COLUMNS = (
+    "id",
+    "started_at",
+    "ended_at",
+    "status",
+    "exit_code",
+    "model",
+    "config_hash",
+    "config_path",
+    "output_dir",
+    "record_path",
+    "gpus",
+    "estimated_peak_gib",
+    "measured_peak_gib",
+    "final_train_loss",
+    "final_eval_loss",
+    "runtime_s",
+    "throughput_tokens_per_s",
+)
+
 
 def index_path() -> Path:
     return home() / "runs.sqlite"
