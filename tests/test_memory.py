@@ -12,6 +12,7 @@ from lf_tuner.errors import LfTunerError
 from lf_tuner.memory import (
     CE_BYTES_PER_LOGIT,
     GIB,
+    DeepSpeed,
     TrainSetup,
     estimate,
     fit_changes,
@@ -100,8 +101,8 @@ def test_checkpointing_off_costs_more() -> None:
 
 def test_zero3_shards_full_finetuning() -> None:
     one = total(method="full", cutoff_len=1024)
-    z3 = total(method="full", cutoff_len=1024, deepspeed="z3", gpus=8)
-    offload = total(method="full", cutoff_len=1024, deepspeed="z3-offload", gpus=8)
+    z3 = total(method="full", cutoff_len=1024, deepspeed=DeepSpeed.from_kind("z3"), gpus=8)
+    offload = total(method="full", cutoff_len=1024, deepspeed=DeepSpeed.from_kind("z3-offload"), gpus=8)
     assert offload < z3 < one / 4
 
 
@@ -134,7 +135,7 @@ def test_eager_attention_adds_a_quadratic_term() -> None:
         ({"lora_rank": 0}, "lora_rank must be positive"),
         ({"method": "dora"}, "unknown method `dora`"),
         ({"optim": "adamw_torh"}, "did you mean `adamw_torch`"),
-        ({"method": "full", "quantization_bit": 4}, "quantization works with LoRA only"),
+        ({"method": "full", "quantization_bit": 4}, "quantization works with LoRA or OFT only"),
     ],
 )
 def test_bad_setups(kw, message) -> None:
@@ -157,7 +158,8 @@ def test_setup_from_config_honours_llamafactory_keys(tmp_path: Path) -> None:
     assert (
         s.attention == "eager"
         and not s.gradient_checkpointing
-        and s.deepspeed == "z3-offload"
+        and s.deepspeed is not None
+        and s.deepspeed.kind == "z3-offload"
         and s.gpus == 4
     )
     assert s.tokens == 2 * 3000  # padded to a multiple of 8

@@ -12,18 +12,21 @@ from rich import box
 from rich.table import Table
 
 from lf_tuner.cli._common import console, show
-from lf_tuner.config import load_mapping
+from lf_tuner.config import load_mapping, validate_config
 from lf_tuner.errors import DoesNotFit, LfTunerError
 from lf_tuner.memory import (
     ATTENTIONS,
-    DEEPSPEED,
+    DEEPSPEED_CHOICES,
     GIB,
     METHODS,
+    STAGES,
     Budget,
     Estimate,
+    Fsdp,
     TrainSetup,
     estimate,
     fit_changes,
+    fsdp_from_accelerate,
     max_cutoff,
     report_fit,
     setup_from_config,
@@ -39,11 +42,19 @@ LABELS = {
     "autocast_cache": "autocast weight copies",
     "activations": "activations",
     "logits_loss": "logits + loss",
+    "eval_predictions": "gathered predictions",
     "deepspeed_buffers": "DeepSpeed buffers",
+    "fsdp_buffers": "FSDP gathered units",
     "comm_buffers": "NCCL buffers",
     "allocator_overhead": "allocator overhead",
     "cuda_context": "CUDA context",
 }
+FLAG_KEYS = {
+    "cutoff": "cutoff_len", "batch": "per_device_train_batch_size", "grad_accum": "gradient_accumulation_steps",
+    "rank": "lora_rank", "lora_target": "lora_target", "quantization_bit": "quantization_bit", "stage": "stage",
+    "optim": "optim", "liger": "enable_liger_kernel", "pure_bf16": "pure_bf16", "packing": "packing",
+    "deepspeed": "deepspeed",
+}  # fmt: skip
 
 
 def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -52,21 +63,18 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     return value
 
 
-def gather_setup(config: Path | None, model: str | None, flags: dict[str, Any]) -> TrainSetup:
-    """The run to estimate: the config file (if any), then the flags on top."""
+def gather_config(config: Path | None, model: str | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """The run to estimate as LLaMA-Factory keys: the config file (if any), then the flags on top."""
     cfg: dict[str, Any] = load_mapping(config) if config else {}
     if config:
-        _check_keys(cfg, config)
+        problems = [p for p in validate_config(cfg) if p.message.startswith("unknown LLaMA-Factory")]
+        if problems:  # unknown keys fail the same way LLaMA-Factory would, before anything else
+            raise LfTunerError(f"{config}: " + "; ".join(str(p) for p in problems))
     if model:
         cfg["model_name_or_path"] = model
     elif not cfg.get("model_name_or_path"):
         raise click.UsageError("pass --model NAME|DIR or --config train.yaml")
-    keys = {
-        "cutoff": "cutoff_len", "batch": "per_device_train_batch_size", "grad_accum": "gradient_accumulation_steps",
-        "rank": "lora_rank", "lora_target": "lora_target", "quantization_bit": "quantization_bit",
-        "optim": "optim", "liger": "enable_liger_kernel", "pure_bf16": "pure_bf16", "packing": "packing",
-    }  # fmt: skip
-    for flag, key in keys.items():
+    for flag, key in FLAG_KEYS.items():
         if flags.get(flag) is not None:
             cfg[key] = flags[flag]
     if flags.get("no_gradient_checkpointing"):
@@ -80,37 +88,67 @@ def gather_setup(config: Path | None, model: str | None, flags: dict[str, Any]) 
             cfg["quantization_bit"] = 4
     if not config and "per_device_train_batch_size" not in cfg:
         cfg["per_device_train_batch_size"] = 1
-    setup = setup_from_config(cfg, resolve_model(str(cfg["model_name_or_path"])), gpus=flags.get("gpus") or 1)
-    if flags.get("deepspeed"):
-        setup = replace(setup, deepspeed=flags["deepspeed"])
-    return setup
+    return cfg
 
 
-def _check_keys(cfg: dict[str, Any], path: Path) -> None:
-    """Unknown keys fail the same way LLaMA-Factory would, before anything else."""
-    from lf_tuner.config import validate_config
+def gather_setup(config: Path | None, model: str | None, flags: dict[str, Any]) -> TrainSetup:
+    """The run to estimate: the config, the flags and the accelerate config's layout."""
+    cfg = gather_config(config, model, flags)
+    fsdp: Fsdp | None = None
+    gpus, nodes = flags.get("gpus"), flags.get("nodes") or 1
+    if flags.get("accelerate_config"):
+        accelerate = load_mapping(flags["accelerate_config"])
+        fsdp = fsdp_from_accelerate(accelerate)
+        if gpus is None:
+            gpus = int(accelerate.get("num_processes", 1) or 1)
+            nodes = int(accelerate.get("num_machines", 1) or 1)
+        if fsdp is not None:
+            fsdp = Fsdp(fsdp.version, fsdp.strategy, fsdp.offload_params, gpus, nodes)
+    arch = resolve_model(str(cfg["model_name_or_path"]))
+    return setup_from_config(cfg, arch, gpus=gpus or 1, nodes=nodes, fsdp=fsdp)
 
-    problems = [p for p in validate_config(cfg) if p.message.startswith("unknown LLaMA-Factory")]
-    if problems:
-        raise LfTunerError(f"{path}: " + "; ".join(str(p) for p in problems))
+
+def title(est: Estimate) -> str:
+    s = est.setup
+    method = f"q{s.method}" if s.method == "oft" and s.quant_bits else s.method
+    method = "qlora" if s.is_lora and s.quant_bits else method
+    return (
+        f"{s.arch.name} · {method}"
+        + (f" · {s.stage}" if s.stage != "sft" else "")
+        + f" · cutoff {s.cutoff_len} × batch {s.batch_size}"
+        + (f" · {s.gpus} GPUs" if s.gpus > 1 else "")
+        + (f" on {s.nodes} nodes" if s.nodes > 1 else "")
+        + (f" · {s.layout}" if s.deepspeed or s.fsdp else "")
+    )
 
 
 def render_table(est: Estimate) -> Table:
-    s = est.setup
-    method = "qlora" if s.is_lora and s.quant_bits else s.method
-    title = (
-        f"{s.arch.name} · {method} · cutoff {s.cutoff_len} × batch {s.batch_size}"
-        + (f" · {s.gpus} GPUs" if s.gpus > 1 else "")
-        + (f" · DeepSpeed {s.deepspeed}" if s.deepspeed else "")
-    )
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", min_width=len(title))
+    head = title(est)
+    table = Table(title=head, box=box.SIMPLE_HEAD, title_justify="left", min_width=len(head))
     table.add_column("component")
     table.add_column("GiB", justify="right")
     for name, value in est.components.items():
         table.add_row(LABELS.get(name, name), f"{value / GIB:.2f}")
     table.add_section()
-    table.add_row("peak per GPU", f"{est.total_gib:.2f}")
+    if est.eval is None:
+        table.add_row("peak per GPU", f"{est.total_gib:.2f}")
+    else:
+        table.add_row("training peak per GPU", f"{est.train_bytes / GIB:.2f}")
+        table.add_row("evaluation peak per GPU", f"{est.eval.total_bytes / GIB:.2f}")
     return table
+
+
+def eval_line(est: Estimate) -> str | None:
+    """What the evaluation peak is made of, one line."""
+    if est.eval is None or est.setup.eval is None:
+        return None
+    ev = est.setup.eval
+    shown = ("logits_loss", "activations", "eval_predictions")
+    parts = ", ".join(
+        f"{LABELS[k]} {v / GIB:.2f} GiB" for k, v in est.eval.components.items() if k in shown and v
+    )
+    what = "generation" if ev.predict_with_generate and est.setup.stage == "sft" else "eval batch"
+    return f"evaluation ({what} {ev.batch_size} × {est.setup.sequence_len} tokens): {parts}"
 
 
 @click.command("estimate")
@@ -118,6 +156,7 @@ def render_table(est: Estimate) -> Table:
     "--model", "-m", help="Catalog name (Qwen2.5-7B), model directory with config.json, or config.json."
 )
 @click.option("--config", "-c", type=click.Path(path_type=Path), help="A LLaMA-Factory training YAML.")
+@click.option("--stage", type=click.Choice(STAGES), help="Training stage (default: the config's, or sft).")
 @click.option("--method", type=click.Choice(METHODS), help="Fine-tuning method.")
 @click.option("--cutoff", type=int, callback=_positive, help="cutoff_len (tokens per sample).")
 @click.option("--batch", type=int, callback=_positive, help="per_device_train_batch_size.")
@@ -128,8 +167,18 @@ def render_table(est: Estimate) -> Table:
 @click.option("--liger/--no-liger", default=None, help="enable_liger_kernel.")
 @click.option("--no-gradient-checkpointing", is_flag=True, help="disable_gradient_checkpointing: true.")
 @click.option("--attention", type=click.Choice(ATTENTIONS), help="Attention implementation (flash_attn).")
-@click.option("--deepspeed", type=click.Choice(DEEPSPEED), help="DeepSpeed ZeRO stage (and CPU offload).")
-@click.option("--gpus", type=int, callback=_positive, help="Data-parallel GPUs (default: 1).")
+@click.option(
+    "--deepspeed", type=click.Choice(DEEPSPEED_CHOICES), help="DeepSpeed ZeRO stage (and CPU offload)."
+)
+@click.option(
+    "--accelerate-config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="An accelerate config (FSDP/FSDP2, as in LLaMA-Factory's examples/accelerate/).",
+)
+@click.option(
+    "--gpus", type=int, callback=_positive, help="GPUs in all nodes (default: 1, or the accelerate config's)."
+)
+@click.option("--nodes", type=int, callback=_positive, help="Nodes the GPUs are spread over (default: 1).")
 @click.option(
     "--pure-bf16", is_flag=True, default=None, help="pure_bf16: bf16 weights, gradients and states."
 )
@@ -159,7 +208,7 @@ def command(
     as_json: bool,
     **flags: Any,
 ) -> None:
-    """Peak GPU memory of a run, whether it fits, and what to change if not.
+    """Peak GPU memory of a run (training, and evaluation when it evaluates), whether it fits, what to change.
 
     It is checked against --gpu-memory, else the free memory of every detected GPU. Exit status 3: with
     --check, the run does not fit; with --max-cutoff, no cutoff_len fits.
@@ -188,10 +237,14 @@ def command(
         click.echo(json.dumps(result, indent=2))
     else:
         show(render_table(est))
-        for line in fit.lines if fit else []:
-            console().print(line)
+        lines = [eval_line(est), *(fit.lines if fit else [])]
         if result.get("max_cutoff"):
-            console().print(f"largest cutoff_len that fits: {result['max_cutoff']}")
+            lines.append(f"largest cutoff_len that fits: {result['max_cutoff']}")
+        for line in lines:
+            if line:
+                console().print(line)
+        for note in setup.notes:
+            console(stderr=True).print(f"note: {note}")
     if nothing_fits:
         raise DoesNotFit(nothing_fits)
     if check and fit is not None and not fit.fits:
@@ -211,7 +264,7 @@ def no_cutoff_fits(setup: TrainSetup, gpu: Budget, multiple: int = 128) -> str:
         f"with `{changes[0].description}` it would need {changes[0].total_gib:.2f} GiB "
         f"({', '.join(f'{k}: {v}' for k, v in changes[0].overrides.items())})"
         if changes
-        else "use a smaller model, or more GPUs with --deepspeed zero3"
+        else "use a smaller model, or more GPUs with --deepspeed z3"
     )
     return f"no cutoff_len fits {gpu.name}: even cutoff_len {multiple} needs {need:.2f} GiB; {fix}"
 

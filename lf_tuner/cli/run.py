@@ -11,12 +11,13 @@ from typing import Any
 import click
 
 from lf_tuner.config import load_mapping
+from lf_tuner.memory import Fsdp, fsdp_from_accelerate
 from lf_tuner.train import preflight, runner
 from lf_tuner.train import records as runs
 from lf_tuner.train.watch import LOG_NAME
 
 RENDER_OPTIONS = ("preset", "model", "dataset", "dataset_dir", "template", "method", "output_dir", "cutoff")
-LAUNCH_OPTIONS = ("nnodes", "node_rank", "master_addr", "master_port", "ray_workers")
+LAUNCH_OPTIONS = ("nnodes", "node_rank", "master_addr", "master_port", "ray_workers", "accelerate_config")
 
 
 def _say(message: str) -> None:
@@ -45,6 +46,11 @@ def _say(message: str) -> None:
 @click.option("--master-addr", help="Address of node rank 0 (several nodes).")
 @click.option("--master-port", type=click.IntRange(1, 65535), help="Port on node rank 0 (default 29500).")
 @click.option("--ray", "ray_workers", type=click.IntRange(min=1), metavar="WORKERS", help="Run through Ray.")
+@click.option(
+    "--accelerate-config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Launch with `accelerate launch --config_file FILE` (FSDP, as in LLaMA-Factory's examples/accelerate/).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan; start nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Plan (--dry-run) or run record as JSON on stdout.")
 @click.option("--fit", is_flag=True, help="If it does not fit, apply the best change and run.")
@@ -80,6 +86,10 @@ def command(config: Path | None, overrides: tuple[str, ...], **o: Any) -> None:
     rank = o["node_rank"]
     if rank >= o["nnodes"]:
         raise click.BadParameter(f"must be below --nnodes ({o['nnodes']})", param_hint="--node-rank")
+    if o["accelerate_config"] is not None and o["slurm_script"] is not None:
+        raise click.UsageError(
+            "--slurm-script starts llamafactory-cli under torchrun; drop --accelerate-config"
+        )
     planning = o["dry_run"] or o["slurm_script"] is not None
     cli = preflight.find_cli(o["cli_path"], needed=not planning)
     render = {k: o[k] for k in RENDER_OPTIONS}
@@ -92,7 +102,8 @@ def command(config: Path | None, overrides: tuple[str, ...], **o: Any) -> None:
         _say(note)
     preflight.check_config(cfg)  # every problem at once, before the output directory is looked at
     out = preflight.prepare_output_dir(cfg, config, resume=o["resume"], overwrite=o["overwrite"], rank=rank)
-    estimate = preflight.check_fit(cfg, gpus, fit=o["fit"], force=o["force"], say=_say)
+    fsdp = _fsdp(o["accelerate_config"])
+    estimate = preflight.check_fit(cfg, gpus, fit=o["fit"], force=o["force"], say=_say, fsdp=fsdp)
     if o["slurm_script"] is not None:
         kept = runs.config_path(out, rank)
         preflight.write_slurm(
@@ -114,6 +125,13 @@ def command(config: Path | None, overrides: tuple[str, ...], **o: Any) -> None:
         return
     plan.write_config(cfg)
     _run(plan, o)
+
+
+def _fsdp(path: Path | None) -> Fsdp | None:
+    """The FSDP layout of an accelerate config, for the estimate."""
+    if path is None:
+        return None
+    return fsdp_from_accelerate(load_mapping(path))
 
 
 def _run(plan: preflight.Plan, o: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lf_tuner.memory import Budget, Change, Estimate, FitReport, estimate, report_fit, setup_from_config
+from lf_tuner.memory import Budget, Change, Estimate, FitReport, Fsdp, estimate, report_fit, setup_from_config
 from lf_tuner.models import ModelArch
 
 
@@ -31,9 +31,15 @@ class Fit:
 
 
 def check_fit(
-    cfg: Mapping[str, Any], budgets: Sequence[Budget], *, gpus: int, arch: ModelArch | None = None
+    cfg: Mapping[str, Any],
+    budgets: Sequence[Budget],
+    *,
+    gpus: int,
+    arch: ModelArch | None = None,
+    fsdp: Fsdp | None = None,
 ) -> Fit:
     """The estimate of `cfg` on `gpus` GPUs, checked against each budget (LfTunerError when the model or a
-    key cannot be estimated). `arch` spares resolving the model again when the caller has it."""
-    est = estimate(setup_from_config(cfg, arch, gpus))
+    key cannot be estimated). `arch` spares resolving the model again when the caller has it; `fsdp` is the
+    layout of the accelerate config the run is launched with."""
+    est = estimate(setup_from_config(cfg, arch, gpus, fsdp=fsdp))
     return Fit(est, report_fit(est, list(budgets)) if budgets else None)

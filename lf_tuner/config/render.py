@@ -35,11 +35,14 @@ from lf_tuner.config.schema import load_schema
 from lf_tuner.config.validate import validate_config
 from lf_tuner.data import read_dataset_info
 from lf_tuner.errors import LfTunerError, ProblemsError
+from lf_tuner.memory import DEEPSPEED_CHOICES as _ALL_KINDS
+from lf_tuner.memory import RENDERABLE, DeepSpeed, parse_kind
 from lf_tuner.models import ModelArch, resolve_model
 from lf_tuner.resources import shipped
 
 DEFAULT_PRESET = "default"
-DEEPSPEED_CHOICES = ("z2", "z2_offload", "z3", "z3_offload")
+# The ZeRO kinds render writes, in both spellings users type (z3_offload, z3-offload).
+DEEPSPEED_CHOICES = tuple(kind for kind in _ALL_KINDS if kind != "z0")
 
 
 @dataclass(frozen=True)
@@ -132,18 +135,22 @@ def render_template(name: str, context: Mapping[str, object], env: jinja2.Enviro
         raise LfTunerError(f"template {name}: {exc}; pass it in the context") from exc
 
 
-def render_deepspeed(kind: str) -> str:
-    """DeepSpeed JSON for z2, z2_offload, z3 or z3_offload (LLaMA-Factory's examples/deepspeed files)."""
-    if kind not in DEEPSPEED_CHOICES:
+def _renderable(kind: str) -> DeepSpeed:
+    if parse_kind(kind) not in RENDERABLE:
         raise LfTunerError(f"deepspeed: `{kind}` is not one of {', '.join(DEEPSPEED_CHOICES)}")
-    stage = int(kind[1])
-    return render_template(
-        "deepspeed/ds_config.json.j2", {"stage": stage, "offload": kind.endswith("_offload")}
-    )
+    return DeepSpeed.from_kind(kind)
+
+
+def render_deepspeed(kind: str) -> str:
+    """DeepSpeed JSON for z2, z2_offload, z3 or z3_offload, either spelling (LLaMA-Factory's examples/deepspeed
+    files; `memory.DeepSpeed.from_json` of it equals `DeepSpeed.from_kind(kind)`)."""
+    ds = _renderable(kind)
+    return render_template("deepspeed/ds_config.json.j2", {"stage": ds.stage, "offload": ds.offload})
 
 
 def deepspeed_filename(kind: str) -> str:
-    return f"ds_{kind}_config.json"
+    """ds_z3_offload_config.json for z3_offload or z3-offload."""
+    return _renderable(kind).filename
 
 
 # --------------------------------------------------------------------------- YAML output
@@ -676,12 +683,9 @@ def _finish(
 
 
 def deepspeed_kind(value: object) -> str | None:
-    """z2/z3[_offload] when a `deepspeed` value names one of the shipped configs (ds_z3_config.json...)."""
-    name = Path(str(value)).name
-    for kind in DEEPSPEED_CHOICES:
-        if name in (kind, deepspeed_filename(kind), kind.replace("_", "-")):
-            return kind
-    return None
+    """The kind (z3-offload) when a `deepspeed` value names one render writes (z3_offload, ds_z3_config.json...)."""
+    kind = parse_kind(str(value)) if value else None
+    return kind if kind in RENDERABLE else None
 
 
 def with_changes(rendered: Rendered, changes: Mapping[str, object], why: Mapping[str, str]) -> Rendered:

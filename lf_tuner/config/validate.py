@@ -25,6 +25,7 @@ from typing import Any
 from lf_tuner.config.schema import FieldSpec, Schema, load_schema
 from lf_tuner.data import read_dataset_info
 from lf_tuner.errors import LfTunerError, Problem, did_you_mean
+from lf_tuner.memory import DeepSpeed, load_deepspeed
 from lf_tuner.models import ModelArch
 
 # --------------------------------------------------------------------------- types and choices
@@ -120,22 +121,17 @@ def _ranges(cfg: Mapping[str, Any]) -> list[Problem]:
 def _deepspeed_stage(
     cfg: Mapping[str, Any], base_dir: Path | None, ds_config: Mapping[str, Any] | None
 ) -> int | None:
-    ds = ds_config if ds_config is not None else cfg.get("deepspeed")
-    if isinstance(ds, Mapping):
-        raw: Any = ds
-    elif isinstance(ds, str):
-        path = Path(ds)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-    else:
+    """The ZeRO stage the config runs with (memory.DeepSpeed, the one reader); None when there is none or it
+    cannot be read (validate_deepspeed_file / validate_deepspeed_dict say why)."""
+    try:
+        ds = (
+            DeepSpeed.from_json(ds_config)
+            if ds_config is not None
+            else load_deepspeed(cfg.get("deepspeed"), base_dir)
+        )
+    except LfTunerError:
         return None
-    zero = raw.get("zero_optimization") if isinstance(raw, dict) else None
-    stage = zero.get("stage") if isinstance(zero, dict) else None
-    return stage if isinstance(stage, int) else None
+    return None if ds is None else ds.stage
 
 
 _UNSET: Any = object()  # "not given": resolve the model from the config

@@ -1,7 +1,8 @@
 """The VRAM model: a run's peak GPU memory by component, and what to change when it does not fit.
 
-`setup_from_config` reads a LLaMA-Factory config into a `TrainSetup`; `estimate` gives the peak per GPU;
-`report_fit` checks it against GPU budgets and finds the changes that fit. See docs/memory-model.md.
+`setup_from_config` reads a LLaMA-Factory config into a `TrainSetup`; `estimate` gives the peak per GPU (training,
+and evaluation when the run evaluates); `report_fit` checks it against GPU budgets and finds the changes that fit.
+`DeepSpeed` and `Fsdp` are the layouts. docs/memory-model.md derives every term.
 """
 
 from lf_tuner.memory.fit import (
@@ -14,38 +15,77 @@ from lf_tuner.memory.fit import (
     max_cutoff,
     report_fit,
 )
+from lf_tuner.memory.layout import (
+    DEEPSPEED_CHOICES,
+    DEEPSPEED_KINDS,
+    RENDERABLE,
+    DeepSpeed,
+    Fsdp,
+    fsdp_from_accelerate,
+    load_deepspeed,
+    parse_kind,
+)
 from lf_tuner.memory.model import (
-    ATTENTIONS,
-    CE_BYTES_PER_LOGIT,
     CUDA_CONTEXT_BYTES,
-    DEEPSPEED,
     GIB,
-    METHODS,
+    LIGER_MODEL_TYPES,
     Estimate,
-    TrainSetup,
+    Peak,
     estimate,
-    lora_params,
+    layer_activation_bytes,
+)
+from lf_tuner.memory.optimizers import CUSTOM_OPTIMIZERS, OPTIMIZERS
+from lf_tuner.memory.params import lora_params, oft_params, trainable_params
+from lf_tuner.memory.setup import (
+    ATTENTIONS,
+    METHODS,
+    PPO_REFUSED,
+    STAGES,
+    EvalSetup,
+    TrainSetup,
+    eval_from_config,
     setup_from_config,
 )
+from lf_tuner.memory.stages import CE_BYTES_PER_LOGIT, LogitBytes, stage_cost
 
 __all__ = [
     "ATTENTIONS",
     "CE_BYTES_PER_LOGIT",
     "CUDA_CONTEXT_BYTES",
-    "DEEPSPEED",
+    "CUSTOM_OPTIMIZERS",
+    "DEEPSPEED_CHOICES",
+    "DEEPSPEED_KINDS",
     "GIB",
+    "LIGER_MODEL_TYPES",
     "METHODS",
+    "OPTIMIZERS",
+    "PPO_REFUSED",
+    "RENDERABLE",
+    "STAGES",
     "Budget",
     "Change",
+    "DeepSpeed",
     "Estimate",
+    "EvalSetup",
     "FitReport",
+    "Fsdp",
     "GpuFit",
+    "LogitBytes",
+    "Peak",
     "TrainSetup",
     "estimate",
+    "eval_from_config",
     "fit_changes",
+    "fsdp_from_accelerate",
+    "layer_activation_bytes",
+    "load_deepspeed",
     "lora_params",
     "lora_vram_gib",
     "max_cutoff",
+    "oft_params",
+    "parse_kind",
     "report_fit",
     "setup_from_config",
+    "stage_cost",
+    "trainable_params",
 ]

@@ -6,7 +6,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from lf_tuner.errors import LfTunerError
-from lf_tuner.memory.model import GIB, LIGER_MODEL_TYPES, Estimate, TrainSetup, estimate, setup_from_config
+from lf_tuner.memory.layout import DeepSpeed
+from lf_tuner.memory.model import GIB, LIGER_MODEL_TYPES, Estimate, estimate
+from lf_tuner.memory.setup import TrainSetup, setup_from_config
 
 
 @dataclass(frozen=True)
@@ -158,22 +160,24 @@ def _candidates(setup: TrainSetup, gpu_bytes: int) -> list[tuple[str, dict[str, 
         out.append(
             ("8-bit AdamW (bitsandbytes)", {"optim": "adamw_8bit"}, replace(setup, optim="adamw_8bit"))
         )
-    if setup.gpus > 1 and setup.zero_stage != 3:
+    if setup.gpus > 1 and setup.zero_stage != 3 and setup.fsdp is None:
         out.append(
             (
                 f"DeepSpeed ZeRO-3 across the {setup.gpus} GPUs",
                 {"deepspeed": "ds_z3_config.json"},
-                replace(setup, deepspeed="z3"),
+                replace(setup, deepspeed=DeepSpeed.from_kind("z3")),
             )
         )
-    if setup.gpus > 1 and setup.deepspeed != "z3-offload" and setup.method == "full":
+    kind = setup.deepspeed.kind if setup.deepspeed else None
+    if setup.gpus > 1 and kind != "z3-offload" and setup.method == "full" and setup.fsdp is None:
         out.append(
             (
                 f"DeepSpeed ZeRO-3 with CPU offload across the {setup.gpus} GPUs",
                 {"deepspeed": "ds_z3_offload_config.json"},
-                replace(setup, deepspeed="z3-offload"),
+                replace(setup, deepspeed=DeepSpeed.from_kind("z3-offload")),
             )
         )
+    out.extend(_eval_candidates(setup))
     cut = max_cutoff(setup, gpu_bytes)
     if 0 < cut < setup.cutoff_len:
         out.append(
@@ -181,6 +185,34 @@ def _candidates(setup: TrainSetup, gpu_bytes: int) -> list[tuple[str, dict[str, 
                 f"cutoff_len {cut} (longer samples are truncated)",
                 {"cutoff_len": cut},
                 replace(setup, cutoff_len=cut),
+            )
+        )
+    return out
+
+
+def _eval_candidates(setup: TrainSetup) -> list[tuple[str, dict[str, Any], TrainSetup]]:
+    """Changes that only lower the evaluation peak: a smaller eval batch, predictions moved to the CPU."""
+    ev = setup.eval
+    if ev is None:
+        return []
+    out: list[tuple[str, dict[str, Any], TrainSetup]] = []
+    if ev.batch_size > 1:
+        # the training batch fits the training step's activations; below it, halve
+        b = setup.batch_size if ev.batch_size > setup.batch_size else ev.batch_size // 2
+        out.append(
+            (
+                f"evaluation batch {b}",
+                {"per_device_eval_batch_size": b},
+                replace(setup, eval=replace(ev, batch_size=b)),
+            )
+        )
+    gathers = ev.compute_accuracy or ev.predict_with_generate
+    if gathers and not ev.prediction_loss_only and ev.accumulation_steps != 1:
+        out.append(
+            (
+                "move evaluation predictions to the CPU after every eval step",
+                {"eval_accumulation_steps": 1},
+                replace(setup, eval=replace(ev, accumulation_steps=1)),
             )
         )
     return out

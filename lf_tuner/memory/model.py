@@ -1,29 +1,32 @@
 """The VRAM model: peak GPU memory of one LLaMA-Factory training process, per GPU.
 
-Pure functions, no I/O. The peak is the largest of three moments of a training step, each the sum of
-named components in bytes:
+Pure functions, no I/O (reading a config into a TrainSetup is `setup.py`'s job). The training peak is the largest of
+three moments of a step, each the sum of named components in bytes:
 
-- loss: the end of the forward pass, when the logits and the cross-entropy buffers are alive;
+- loss: the end of the forward pass, when the logits and the loss buffers are alive;
 - backward: a checkpointed layer recomputed and back-propagated (or, without checkpointing, the
   start of backward with every layer's activations alive);
 - step: the end of backward and the optimizer step, when gradients and optimizer states are alive.
 
-Static memory (weights, trainable parameters, optimizer states from the second step on) is present in
-every moment. Then come what the caching allocator holds beyond live tensors and the CUDA context,
-which is what nvidia-smi shows for the process. Every coefficient is a count of bytes per parameter,
-per token or per logit, derived from what PyTorch, PEFT, transformers and LLaMA-Factory keep in
-memory (see docs in shared/reference/vram-estimation.md), not a constant fitted to a single run.
+Static memory (weights, trainable parameters, optimizer states from the second step on) is present in every
+moment. Then come what the caching allocator holds beyond live tensors and the CUDA context, which is what
+nvidia-smi shows for the process. When the run evaluates, the evaluation step (a forward under no_grad with its own
+batch size) is a second peak; the verdict takes the larger. Every coefficient is a count of bytes per parameter,
+per token or per logit; docs/memory-model.md derives each one and names its source.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
-from lf_tuner.errors import LfTunerError
-from lf_tuner.models import ModelArch, resolve_model
+from lf_tuner.memory.optimizers import optimizer_cost
+from lf_tuner.memory.params import lora_params, quantized_params, trainable_params, weight_bytes
+from lf_tuner.memory.setup import TrainSetup
+from lf_tuner.memory.stages import StageCost, reference_weight_bytes, stage_cost
+
+__all__ = ["Estimate", "Peak", "estimate", "layer_activation_bytes", "lora_params", "trainable_params"]
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -45,49 +48,8 @@ FRAGMENTATION_FLOOR_CAP = 1024 * MIB
 # With PYTORCH_CUDA_ALLOC_CONF=expandable_segments (set by LLaMA-Factory's torchrun path) fragmentation
 # mostly disappears; not measured here, so half the single-GPU share and floor are kept.
 EXPANDABLE_SHARE = 0.5
-
-# Bytes per logit element at the loss with transformers' cross-entropy: bf16 logits kept by the model
-# output (2), the fp32 upcast (4), the log-softmax output kept for backward (4) and its gradient... the
-# live set at the peak measures 12 B per (token x vocab) element.
-CE_BYTES_PER_LOGIT = 12
 # A checkpointed layer's backward holds its recomputed activations and their gradients.
 BACKWARD_FACTOR = 2.0
-
-NF4_BYTES = 0.5625  # 4 bit + one fp32 absmax per 64 weights
-NF4_DQ_BYTES = 0.516  # double quantization: 8-bit absmax per 64 + fp32 per 256 blocks
-INT8_BYTES = 1.0
-
-METHODS = ("lora", "qlora", "freeze", "full")
-ATTENTIONS = ("sdpa", "fa2", "eager")
-DEEPSPEED = ("z0", "z2", "z3", "z2-offload", "z3-offload")
-
-# optimizer name -> (state bytes per trainable parameter as a multiple of its dtype size, fixed bytes per
-# parameter or None, step temporaries as a multiple of the parameter dtype size)
-_ADAM = (2.0, None, 0.0)
-OPTIMIZERS: dict[str, tuple[float, float | None, float]] = {
-    "adamw_torch_fused": _ADAM,
-    "adamw_torch": (2.0, None, 1.0),  # foreach implementation: one temporary per parameter at the step
-    "adamw_torch_xla": _ADAM,
-    "adamw_apex_fused": _ADAM,
-    "adamw_anyprecision": _ADAM,
-    "adamw_torch_4bit": (0.0, 1.0, 0.0),
-    "adamw_torch_8bit": (0.0, 2.0, 0.0),
-    "adamw_8bit": (0.0, 2.0, 0.0),
-    "adamw_bnb_8bit": (0.0, 2.0, 0.0),
-    "paged_adamw_8bit": (0.0, 2.0, 0.0),
-    "paged_adamw_32bit": (0.0, 8.0, 0.0),
-    "paged_adamw": (0.0, 8.0, 0.0),
-    "adamw_hf": (2.0, None, 1.0),
-    "adafactor": (0.0, 0.0, 0.0),  # factored second moments: counted from the matrix shapes below
-    "sgd": (0.0, 0.0, 0.0),
-    "adagrad": (1.0, None, 0.0),
-    "rmsprop": (1.0, None, 0.0),
-    "lion_32bit": (0.0, 4.0, 0.0),
-    "paged_lion_32bit": (0.0, 4.0, 0.0),
-    "lion_8bit": (0.0, 1.0, 0.0),
-    "paged_lion_8bit": (0.0, 1.0, 0.0),
-}
-DEFAULT_OPTIM = "adamw_torch_fused"  # transformers 5 default, which LLaMA-Factory keeps
 
 LIGER_MODEL_TYPES = (
     "llama", "mistral", "mixtral", "qwen2", "qwen2_vl", "qwen2_5_vl", "qwen3", "qwen3_moe", "gemma", "gemma2",
@@ -96,230 +58,233 @@ LIGER_MODEL_TYPES = (
 
 
 @dataclass(frozen=True)
-class TrainSetup:
-    """Everything about a run that decides its peak memory (LLaMA-Factory 0.9.5 semantics)."""
+class Peak:
+    """One peak (training or evaluation) per GPU and its parts (bytes), at the moment that peaks."""
 
-    arch: ModelArch
-    method: str = "lora"
-    cutoff_len: int = 2048
-    batch_size: int = 1
-    grad_accum: int = 1
-    lora_rank: int = 8
-    lora_target: tuple[str, ...] = ("all",)
-    additional_target: tuple[str, ...] = ()
-    freeze_trainable_layers: int = 2
-    quantization_bit: int | None = None
-    double_quantization: bool = True
-    optim: str = DEFAULT_OPTIM
-    pure_bf16: bool = False
-    gradient_checkpointing: bool = True
-    unsloth_gc: bool = False
-    attention: str = "sdpa"
-    liger: bool = False
-    deepspeed: str | None = None
-    gpus: int = 1
-    packing: bool = False
-    neat_packing: bool = False
-    stage: str = "sft"
-    notes: tuple[str, ...] = field(default=(), compare=False)
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.method not in METHODS:
-            problems.append(f"unknown method `{self.method}`; use one of {', '.join(METHODS)}")
-        if self.cutoff_len <= 0:
-            problems.append(f"cutoff_len must be positive, got {self.cutoff_len}")
-        if self.batch_size <= 0:
-            problems.append(f"per_device_train_batch_size must be positive, got {self.batch_size}")
-        if self.grad_accum <= 0:
-            problems.append(f"gradient_accumulation_steps must be positive, got {self.grad_accum}")
-        if self.method in ("lora", "qlora") and self.lora_rank <= 0:
-            problems.append(f"lora_rank must be positive, got {self.lora_rank}")
-        if self.gpus <= 0:
-            problems.append(f"the number of GPUs must be positive, got {self.gpus}")
-        if self.quantization_bit not in (None, 2, 3, 4, 5, 6, 8):
-            problems.append(f"quantization_bit must be 4 or 8 (bitsandbytes), got {self.quantization_bit}")
-        if self.quantization_bit and self.method in ("freeze", "full"):
-            problems.append(
-                "quantization works with LoRA only (LLaMA-Factory refuses it); drop quantization_bit"
-            )
-        if self.attention not in ATTENTIONS:
-            problems.append(f"unknown attention `{self.attention}`; use one of {', '.join(ATTENTIONS)}")
-        if self.deepspeed is not None and self.deepspeed not in DEEPSPEED:
-            problems.append(f"unknown deepspeed `{self.deepspeed}`; use one of {', '.join(DEEPSPEED)}")
-        if self.optim not in OPTIMIZERS:
-            from lf_tuner.errors import did_you_mean
-
-            problems.append(
-                f"unknown optim `{self.optim}`;{did_you_mean(self.optim, OPTIMIZERS)}".rstrip(";")
-            )
-        if self.stage not in ("sft", "pt"):
-            problems.append(f"stage `{self.stage}` is not modelled; the estimate covers sft and pt")
-        if problems:
-            raise LfTunerError("; ".join(problems))
-
-    @property
-    def quant_bits(self) -> int | None:
-        if self.method == "qlora":
-            return self.quantization_bit or 4
-        return self.quantization_bit
-
-    @property
-    def is_lora(self) -> bool:
-        return self.method in ("lora", "qlora")
-
-    @property
-    def tokens(self) -> int:
-        """Tokens per micro-batch: batches are padded to a multiple of 8, at most cutoff_len."""
-        seq = self.cutoff_len if self.packing else 8 * math.ceil(self.cutoff_len / 8)
-        return self.batch_size * seq
-
-    @property
-    def zero_stage(self) -> int | None:
-        return None if self.deepspeed is None else int(self.deepspeed[1])
-
-    @property
-    def trainable_layers(self) -> int:
-        """Decoder layers freeze tuning trains (the last or first `freeze_trainable_layers`)."""
-        return min(abs(self.freeze_trainable_layers), self.arch.num_layers)
-
-    @property
-    def offload(self) -> bool:
-        return bool(self.deepspeed and self.deepspeed.endswith("offload"))
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """Per-GPU peak and its parts (bytes), at the moment of the step that peaks."""
-
-    setup: TrainSetup
     components: dict[str, int]
     phase: str
-    trainable_params: int
     phases: dict[str, int]
 
     @property
     def total_bytes(self) -> int:
         return sum(self.components.values())
 
+
+@dataclass(frozen=True)
+class Estimate:
+    """The training peak, the evaluation peak when the run evaluates, and the larger of the two (`total_bytes`)."""
+
+    setup: TrainSetup
+    train: Peak
+    trainable_params: int
+    eval: Peak | None = None
+
+    @property
+    def components(self) -> dict[str, int]:
+        return self.train.components
+
+    @property
+    def phase(self) -> str:
+        return self.train.phase
+
+    @property
+    def phases(self) -> dict[str, int]:
+        return self.train.phases
+
+    @property
+    def train_bytes(self) -> int:
+        return self.train.total_bytes
+
+    @property
+    def eval_bytes(self) -> int | None:
+        return None if self.eval is None else self.eval.total_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        """The peak that decides whether the run fits: training or evaluation, whichever is larger."""
+        return max(self.train.total_bytes, self.eval.total_bytes if self.eval else 0)
+
     @property
     def total_gib(self) -> float:
         return self.total_bytes / GIB
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "model": self.setup.arch.name,
+            "stage": self.setup.stage,
+            "layout": self.setup.layout,
             "total_gib": round(self.total_gib, 3),
             "total_bytes": self.total_bytes,
+            "train_gib": round(self.train_bytes / GIB, 3),
             "peak_phase": self.phase,
             "components": {name: round(value / GIB, 3) for name, value in self.components.items()},
             "trainable_params": self.trainable_params,
-            "tokens_per_micro_batch": self.setup.tokens,
+            "tokens_per_micro_batch": self.setup.tokens * stage_cost(self.setup).sequences,
+            "notes": list(self.setup.notes),
         }
+        if self.eval is not None:
+            out["eval_gib"] = round(self.eval.total_bytes / GIB, 3)
+            out["eval_components"] = {k: round(v / GIB, 3) for k, v in self.eval.components.items()}
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Parameters
+# Static memory: weights, trainable parameters, gradients, optimizer
 
 
-def _lora_targets(setup: TrainSetup) -> set[str]:
-    names = {lin.name for lin in setup.arch.linears() if not lin.per_expert}
-    if "all" in setup.lora_target:
-        return names
-    return names & set(setup.lora_target)
+@dataclass(frozen=True)
+class Static:
+    """Bytes per GPU of what outlives a step, and the gradients and optimizer work of the step."""
+
+    weights: float  # frozen (or not yet upcast) base weights, and a reference model
+    params: float  # trainable parameters in their training dtype (and an optimizer's master copy)
+    grads: float  # all gradients at the end of backward
+    grads_early: float  # gradients already there during backward (full tuning: the output layer's)
+    opt_states: float
+    step_temp: float  # the optimizer step's temporaries
+    backward_temp: float = 0.0  # optimizer work done inside backward (layer-wise GaLore/APOLLO)
+    buffers: float = 0.0  # DeepSpeed buckets and gathered parameters, FSDP's unsharded units
+    fp32_master: bool = True  # trainable parameters upcast to fp32 (autocast copies them to bf16)
 
 
-def lora_params(setup: TrainSetup) -> int:
-    """r * (in + out) per adapted linear layer; MoE experts are 3-D parameters, not nn.Linear, so PEFT skips them."""
-    targets = _lora_targets(setup)
-    per_layer = sum(
-        setup.lora_rank * (lin.in_features + lin.out_features)
-        for lin in setup.arch.linears()
-        if lin.name in targets
-    )
-    return per_layer * setup.arch.num_layers
+def _fp32_master(setup: TrainSetup) -> bool:
+    """model/adapter.py init_adapter (lines 313-325): trainable parameters are cast to fp32 unless pure_bf16 or
+    BAdam, or under ZeRO-3 without quantization (DeepSpeed keeps its own fp32 copy)."""
+    if setup.pure_bf16 or setup.custom_optimizer == "badam":
+        return False
+    return not (setup.zero_stage == 3 and setup.quant_bits is None)
 
 
-def _additional_params(setup: TrainSetup) -> int:
-    """Modules trained in full next to LoRA (`additional_target`, e.g. embed_tokens,lm_head)."""
-    arch, total = setup.arch, 0
-    for name in setup.additional_target:
-        if name in ("embed_tokens", "wte", "word_embeddings"):
-            total += arch.embedding_params
-        elif name in ("lm_head", "output"):
-            total += arch.lm_head_params or arch.embedding_params
-        elif name.endswith("norm"):
-            total += arch.hidden_size * (arch.num_layers if name != "norm" else 1)
-    return total
-
-
-def trainable_params(setup: TrainSetup) -> int:
-    arch = setup.arch
-    if setup.method == "full":
-        return arch.total_params - arch.extra_frozen_params
-    if setup.method == "freeze":
-        return setup.trainable_layers * arch.layer_params
-    return lora_params(setup) + _additional_params(setup)
-
-
-def _weight_bytes(setup: TrainSetup) -> float:
-    """Base weights as loaded: bf16, or decoder linears quantized (embeddings, lm_head and norms stay bf16)."""
-    arch = setup.arch
-    quantizable = _quantized_params(arch)
-    bits = setup.quant_bits
-    if bits is None:
-        per = 2.0
-    elif bits >= 8:
-        per = INT8_BYTES
-    elif bits == 4:
-        per = NF4_DQ_BYTES if setup.double_quantization else NF4_BYTES
-    else:
-        per = bits / 8 + 0.0625
-    return quantizable * per + (arch.total_params - quantizable) * 2.0
-
-
-def _quantized_params(arch: ModelArch) -> int:
-    """Decoder linears that bitsandbytes replaces (MoE experts are 3-D parameters in transformers 5: left out)."""
-    expert = sum(lin.params for lin in arch.linears() if lin.per_expert) * arch.num_experts * arch.num_layers
-    return arch.linear_params - expert
-
-
-def _optimizer_state_bytes(setup: TrainSetup, n_train: int, dtype_bytes: int) -> float:
-    """Optimizer states of the trainable parameters, whose dtype is dtype_bytes wide."""
-    state_mult, state_fixed, _ = OPTIMIZERS[setup.optim]
-    if setup.optim == "adafactor":
-        return _adafactor_state(setup)
-    if setup.optim.startswith("paged_"):
-        # bitsandbytes keeps paged states in CUDA unified memory, which pages out to the CPU under pressure:
-        # they cannot cause an out-of-memory error and nvidia-smi does not count them for the process.
-        return 0.0
-    if state_fixed is None:
-        return n_train * state_mult * dtype_bytes
-    states = n_train * state_fixed
-    if state_fixed < 4 and setup.method == "full":
-        # transformers' Trainer keeps nn.Embedding states in 32 bit under bitsandbytes' 8-bit optimizers
-        states += setup.arch.embedding_params * (8.0 - state_fixed)
-    return states
-
-
-def _adafactor_state(setup: TrainSetup) -> float:
-    """Adafactor keeps a row and a column vector per matrix (4 B each) and a full state per vector."""
-    arch = setup.arch
-    if setup.is_lora:
-        targets = _lora_targets(setup)
-        per_layer = sum(
-            4 * 2 * (setup.lora_rank + lin.in_features + lin.out_features)
-            for lin in arch.linears()
-            if lin.name in targets
+def _static(setup: TrainSetup, n_train: int) -> Static:
+    """One GPU, or plain data parallelism: everything replicated."""
+    fp32_master = _fp32_master(setup)
+    p_bytes = 4 if fp32_master else 2
+    weights = weight_bytes(setup) + reference_weight_bytes(setup)
+    cost = optimizer_cost(setup, n_train, p_bytes)
+    largest = max(lin.params for lin in setup.arch.linears())
+    if setup.custom_optimizer == "badam":  # the model stays bf16; the training block has an fp32 copy
+        return Static(
+            weights=weights,
+            params=cost.master,
+            grads=4.0
+            * n_train,  # _grad_to_hp: the fp32 copy's gradients (the bf16 ones are freed one by one)
+            grads_early=2.0 * n_train,
+            opt_states=cost.states,
+            step_temp=cost.step_temp,
+            fp32_master=False,
         )
-        return per_layer * arch.num_layers
-    per_layer = (
-        sum(4 * (lin.in_features + lin.out_features) for lin in arch.linears())
-        + 4 * arch.norm_params_per_layer()
+    if not setup.is_adapter:  # the trained part of the base model is held in the trainable dtype
+        weights -= 2.0 * n_train
+    # During backward only the gradients of the output layer exist yet (full tuning); the rest come at the end.
+    head = (setup.arch.lm_head_params or setup.arch.embedding_params) if setup.method == "full" else 0
+    grads = float(n_train * p_bytes)
+    grads_early = min(grads, float(head * p_bytes))
+    backward_temp = 0.0
+    step_temp = cost.step_temp
+    if cost.in_backward:  # each parameter steps and drops its gradient as soon as it is accumulated
+        grads = grads_early = float(p_bytes * max(largest, head))
+        backward_temp, step_temp = step_temp, 0.0
+    return Static(
+        weights=weights,
+        params=float(n_train * p_bytes),
+        grads=grads,
+        grads_early=grads_early,
+        opt_states=cost.states,
+        step_temp=step_temp,
+        backward_temp=backward_temp,
+        fp32_master=fp32_master,
     )
-    layers = arch.num_layers if setup.method == "full" else setup.trainable_layers
-    embed = 4 * (arch.vocab_size + arch.hidden_size) * (1 if arch.tie_embeddings else 2)
-    return per_layer * layers + (embed if setup.method == "full" else 0)
+
+
+def _zero(setup: TrainSetup, n_train: int, static: Static) -> Static:
+    """DeepSpeed ZeRO (deepspeed/runtime/zero/stage_1_and_2.py, stage3.py): the module in bf16 and, per optimizer
+    partition, an fp32 master copy, fp32 gradients and the optimizer states in fp32; ZeRO-1/2 shard the optimizer
+    (and ZeRO-2 the gradients) over every GPU of every node, ZeRO-3 the weights too. Offload moves the optimizer
+    side (master, fp32 gradients, states) and, under ZeRO-3 `offload_param`, the bf16 weights to the CPU."""
+    ds = setup.deepspeed
+    assert ds is not None
+    arch, n = setup.arch, setup.gpus
+    stage = ds.stage
+    shard_opt = n if stage >= 1 else 1
+    shard_grad = n if stage >= 2 else 1
+    shard_param = n if stage == 3 else 1
+    weights = static.weights / shard_param
+    params = 2.0 * n_train / shard_param
+    grads = 2.0 * n_train / shard_grad
+    opt_states = (optimizer_cost(setup, n_train, 4).states + 8.0 * n_train) / shard_opt
+    h = arch.hidden_size
+    if stage == 3:
+        # gathered parameters of the layers in use: the current layer and the largest module (the embedding or
+        # lm_head, gathered for the forward's first and last step), each in bf16, at most stage3_max_live_parameters
+        largest = max(arch.layer_params, arch.embedding_params)
+        buffers = 2.0 * min(arch.layer_params + largest, ds.max_live_parameters + largest)
+    elif stage >= 1:
+        # the reduce (IPG) bucket: reduce_bucket_size elements in bf16 (contiguous_gradients), doubled with
+        # overlap_comm; "auto" is hidden^2 (transformers integrations/deepspeed.py)
+        bucket = ds.reduce_bucket_size if ds.reduce_bucket_size is not None else float(h * h)
+        buffers = 2.0 * bucket * (2 if ds.overlap_comm else 1)
+    else:
+        buffers = 0.0
+    if ds.offload_optimizer:
+        opt_states = grads = 0.0
+    if ds.offload_param:
+        weights = params = 0.0
+    return replace(
+        static,
+        weights=weights,
+        params=params,
+        grads=grads,
+        grads_early=min(static.grads_early, grads),
+        opt_states=opt_states,
+        step_temp=0.0,
+        buffers=buffers,
+    )
+
+
+def _fsdp(setup: TrainSetup, n_train: int, static: Static) -> Static:
+    """FSDP through accelerate (torch/distributed/fsdp): each decoder layer is a unit (TRANSFORMER_BASED_WRAP) whose
+    parameters, gradients and optimizer states are sharded over the GPUs (HYBRID_SHARD: over one node's GPUs);
+    mixed precision all-gathers a unit in bf16 for its forward and backward. Counted beside the shards: the unit in
+    use and the one prefetched (BACKWARD_PRE) with their unsharded gradients, and the root unit (embeddings, lm_head,
+    final norm), which FSDP does not reshard after forward (torch/distributed/fsdp/_runtime_utils.py
+    `_post_forward_reshard`: `not state._is_root`). SHARD_GRAD_OP keeps every gathered unit from forward to
+    backward. CPU offload (`fsdp_offload_params`) keeps the shards, gradients and states on the CPU."""
+    fsdp = setup.fsdp
+    assert fsdp is not None
+    arch = setup.arch
+    shard = 1
+    if fsdp.shards_params:
+        shard = max(1, setup.gpus // setup.nodes) if fsdp.hybrid else setup.gpus
+    per_param = weight_bytes(setup) / arch.total_params if setup.quant_bits else 2.0
+    root = 2.0 * (arch.embedding_params + arch.lm_head_params)
+    unit = per_param * arch.layer_params
+    gathered = root + (2 * unit if fsdp.reshards_after_forward else arch.num_layers * unit)
+    layer_train = n_train / arch.num_layers if setup.method == "full" or setup.is_adapter else 0.0
+    gathered += 2.0 * 2.0 * layer_train  # unsharded bf16 gradients of the unit in backward
+    if fsdp.offload_params:
+        return replace(
+            static, weights=0.0, params=0.0, grads=0.0, grads_early=0.0, opt_states=0.0, buffers=gathered
+        )
+    return replace(
+        static,
+        weights=static.weights / shard,
+        params=static.params / shard,
+        grads=static.grads / shard,
+        grads_early=static.grads_early / shard,
+        opt_states=static.opt_states / shard,
+        step_temp=static.step_temp / shard,
+        buffers=gathered,
+    )
+
+
+def static_memory(setup: TrainSetup, n_train: int) -> Static:
+    """What outlives a step, per GPU, for the run's layout."""
+    static = _static(setup, n_train)
+    if setup.deepspeed is not None:
+        return _zero(setup, n_train, static)
+    if setup.fsdp is not None:
+        return _fsdp(setup, n_train, static)
+    return static
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -332,108 +297,92 @@ def layer_activation_bytes(setup: TrainSetup, trainable_layer: bool = False) -> 
     RMSNorm: fp32 copy of its input (4h) and its bf16 output (2h), plus the normalized input (2h) when the
     norm weight trains. Attention: q, k, v, the output and its contiguous copy for o_proj, fp32 log-sum-exp.
     Gated MLP: gate, up, act(gate) and the product (4 x 2f); Liger's SwiGLU recomputes act(gate) (3 x 2f)
-    and its RMSNorm keeps only the bf16 input. MoE: each token passes through its routed experts.
+    and its RMSNorm keeps only the bf16 input. MoE: each token passes through its routed experts. OFT: each
+    adapted linear casts its input to fp32 and its rotation (an einsum) saves that copy (4 B x in_features,
+    peft/tuners/oft/layer.py OFTRotationModule.forward).
     """
     arch = setup.arch
     h, kv, q = arch.hidden_size, arch.kv_dim, arch.q_dim
     norms = 2 * (2 * h if setup.liger else 6 * h)
-    if trainable_layer or setup.method == "full":
+    if trainable_layer or _trains_every_layer(setup):
         norms += 2 * 2 * h
     attention = 2 * q + 2 * 2 * kv + 2 * q + 2 * q + 4 * arch.num_heads
     mlp_factor = 6 if setup.liger else 8
     mlp = mlp_factor * arch.mlp_size * max(1, arch.experts_per_token)
     if arch.is_moe:
         mlp += 4 * arch.num_experts + 2 * h  # router logits (fp32) and the combined output
-    return norms + attention + mlp
+    oft = 0.0
+    if setup.method == "oft":
+        from lf_tuner.memory.optimizers import lora_targets
+
+        targets = lora_targets(setup)
+        oft = sum(4.0 * lin.in_features for lin in arch.linears() if lin.name in targets)
+    return norms + attention + mlp + oft
 
 
-def _eager_attention_bytes(setup: TrainSetup) -> float:
+def _trains_every_layer(setup: TrainSetup) -> bool:
+    return setup.method == "full" and not (setup.custom_optimizer == "badam" and setup.badam_mode == "layer")
+
+
+def no_grad_layer_bytes(setup: TrainSetup) -> float:
+    """Bytes per token one layer holds in a forward without gradients (evaluation, reference and KL forwards):
+    the hidden state and the residual (2 x 2h), the norm's fp32 copy (4h), and the wider of attention
+    (q, k, v, output) and the gated MLP's gate, up and activation (3 x 2f)."""
+    arch = setup.arch
+    attention = 4 * arch.q_dim + 4 * arch.kv_dim
+    mlp = 6 * arch.mlp_size * max(1, arch.experts_per_token)
+    return 8.0 * arch.hidden_size + max(attention, mlp)
+
+
+def _eager_attention_bytes(setup: TrainSetup, sequences: int = 1) -> float:
     """Eager attention materialises scores: bf16 scores, fp32 softmax, bf16 probabilities per head."""
     if setup.attention != "eager":
         return 0.0
-    seq = setup.tokens // setup.batch_size
-    return 8.0 * setup.arch.num_heads * seq * seq * setup.batch_size
+    seq = setup.sequence_len
+    return 8.0 * setup.arch.num_heads * seq * seq * setup.batch_size * sequences
 
 
 def _neat_packing_mask_bytes(setup: TrainSetup) -> float:
     if not setup.neat_packing or setup.attention == "fa2":
         return 0.0
-    seq = setup.tokens // setup.batch_size
+    seq = setup.sequence_len
     return 2.0 * setup.batch_size * seq * seq
 
 
-def _loss_bytes(setup: TrainSetup) -> float:
-    """Logits and cross-entropy at the end of the forward pass."""
+def _loss_bytes(setup: TrainSetup, cost: StageCost) -> float:
+    """Logits and loss at the end of the forward pass (stages.py derives the bytes per logit)."""
     arch, tokens = setup.arch, setup.tokens
-    if setup.liger:
+    if setup.liger and cost.fused_loss:
         # Fused linear cross-entropy: chunks of ~tokens/ceil(V/h) rows, the input gradient computed in forward.
         rows = max(1, math.ceil(tokens / math.ceil(arch.vocab_size / arch.hidden_size)))
         chunk = min(1 << (rows - 1).bit_length(), tokens)
         return chunk * arch.vocab_size * 6.0 + tokens * arch.hidden_size * 2.0
     # Gemma 2 caps its logits (logits / c, tanh, * c): tanh keeps its bf16 output for backward.
-    softcap = 2.0 if arch.logit_softcap else 0.0
-    return float(tokens) * arch.vocab_size * (CE_BYTES_PER_LOGIT + softcap)
+    softcap = 2.0 * cost.sequences if arch.logit_softcap else 0.0
+    return float(tokens) * arch.vocab_size * (cost.logits.train + softcap)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# The estimate
+@dataclass(frozen=True)
+class Activations:
+    loss: float  # at the loss: checkpoints, final norm, masks (the logits are `logits`)
+    backward: float  # a recomputed layer and its gradients, with the checkpoints
+    logits: float
+    dequant: float  # a quantized weight dequantized for its matmul
 
 
-def estimate(setup: TrainSetup) -> Estimate:
-    """The per-GPU peak of a training step and its components."""
+def activations(setup: TrainSetup, cost: StageCost) -> Activations:
+    """Activations of one micro-batch (chosen and rejected together for DPO and RM)."""
     arch = setup.arch
-    n = setup.gpus
-    stage = setup.zero_stage
-    n_train = trainable_params(setup)
-
-    # Trainable parameters: LLaMA-Factory upcasts them to fp32 unless pure_bf16 (or ZeRO-3 without quantization).
-    fp32_master = not setup.pure_bf16 and not (stage == 3 and setup.quant_bits is None)
-    p_bytes = 4 if fp32_master else 2
-    weights = _weight_bytes(setup)
-    if not setup.is_lora:  # the trained part of the base model is held in the trainable dtype
-        weights -= 2.0 * n_train
-    params = float(n_train * p_bytes)
-    grads = float(n_train * p_bytes)
-
-    step_tmp_mult = OPTIMIZERS[setup.optim][2]
-    opt_states = _optimizer_state_bytes(setup, n_train, p_bytes)
-    step_temp = n_train * step_tmp_mult * p_bytes
-
-    ds_buffers = 0.0
-    if stage is not None:
-        # DeepSpeed holds the module in bf16 and, per optimizer partition, an fp32 master copy, fp32 gradients
-        # and the optimizer states in fp32 (ZeRO-1/2 shard the optimizer and gradients, ZeRO-3 the weights too).
-        shard_opt = n if stage >= 1 else 1
-        shard_grad = n if stage >= 2 else 1
-        shard_param = n if stage == 3 else 1
-        weights /= shard_param
-        params = 2.0 * n_train / shard_param
-        grads = 2.0 * n_train / shard_grad
-        opt_states = (_optimizer_state_bytes(setup, n_train, 4) + 8.0 * n_train) / shard_opt
-        step_temp = 0.0
-        if stage == 3:
-            largest = max(arch.layer_params, arch.embedding_params)
-            ds_buffers = 2.0 * (arch.layer_params + largest)  # gathered parameters of the layers in use
-        elif stage == 2:
-            ds_buffers = 2.0 * 5e8  # the reduce (IPG) bucket of LLaMA-Factory's ds_z2_config.json
-        if setup.offload:
-            opt_states = 0.0
-            grads = 0.0
-            if stage == 3:
-                weights = params = 0.0
-
-    # Activations per micro-batch.
-    tokens = setup.tokens
+    tokens = setup.tokens * cost.sequences
     h = arch.hidden_size
     trainable_layers = setup.trainable_layers if setup.method == "freeze" else 0
-    layer = layer_activation_bytes(setup) * tokens + _eager_attention_bytes(setup)
-    layer_trainable = layer_activation_bytes(setup, trainable_layer=True) * tokens + _eager_attention_bytes(
-        setup
-    )
+    if setup.custom_optimizer == "badam" and setup.badam_mode == "layer":
+        trainable_layers = 1
+    eager = _eager_attention_bytes(setup, cost.sequences)
+    layer = layer_activation_bytes(setup) * tokens + eager
+    layer_trainable = layer_activation_bytes(setup, trainable_layer=True) * tokens + eager
     mask = _neat_packing_mask_bytes(setup)
     final = tokens * h * 6.0  # final norm: fp32 copy and bf16 output
-    loss = _loss_bytes(setup)
-
     if setup.gradient_checkpointing:
         kept_layers = 2 if setup.unsloth_gc else arch.num_layers + 1
         checkpoints = 2.0 * h * tokens * kept_layers
@@ -443,37 +392,79 @@ def estimate(setup: TrainSetup) -> Estimate:
         all_layers = (arch.num_layers - trainable_layers) * layer + trainable_layers * layer_trainable
         act_loss = 2.0 * h * tokens + all_layers + final + mask
         act_backward = act_loss + (BACKWARD_FACTOR - 1) * max(layer, layer_trainable)
-    if setup.liger:
+    if setup.liger and cost.fused_loss:
         act_backward += tokens * h * 2.0  # FLCE keeps the input gradient until backward reaches it
+    dequant = 0.0
+    if setup.quant_bits is not None:
+        dequant = 2.0 * max(lin.params for lin in arch.linears() if not lin.per_expert)
+    return Activations(act_loss, act_backward, _loss_bytes(setup, cost), dequant)
 
-    # Autocast caches a bf16 copy of each fp32 trainable weight during the forward pass.
-    autocast = 2.0 * n_train if (fp32_master and stage is None) else 0.0
-    # A gradient computed next to the one already stored: the embedding's backward builds a dense fp32 gradient
-    # that is added to the tied lm_head's (or cast to a bf16 weight's dtype, or added under accumulation).
+
+# ---------------------------------------------------------------------------------------------------------
+# The training peak
+
+
+def _transients(setup: TrainSetup, static: Static, n_train: int) -> tuple[float, float]:
+    """(autocast copies, a gradient computed next to the one already stored)."""
+    arch = setup.arch
+    # Autocast caches a bf16 copy of each fp32 trainable weight during the forward pass (FSDP's mixed precision
+    # gathers the weights in bf16 already; DeepSpeed runs its module in bf16).
+    plain = setup.deepspeed is None and setup.fsdp is None
+    autocast = 2.0 * n_train if (static.fp32_master and plain) else 0.0
+    # The embedding's backward builds a dense fp32 gradient that is added to the tied lm_head's (or cast to a
+    # bf16 weight's dtype, or added under accumulation).
+    p_bytes = 4 if _fp32_master(setup) else 2
     grad_transient = 0.0
     if setup.method == "full" and (arch.tie_embeddings or setup.grad_accum > 1 or p_bytes != 4):
         grad_transient = 4.0 * arch.embedding_params
-    elif not setup.is_lora and setup.grad_accum > 1:
+    elif not setup.is_adapter and setup.grad_accum > 1:
         grad_transient = p_bytes * max(lin.params for lin in arch.linears())
-    if setup.quant_bits is not None:
-        dequant = 2.0 * max(lin.params for lin in arch.linears() if not lin.per_expert)
-    else:
-        dequant = 0.0
+    return autocast, grad_transient
 
-    # During backward only the gradients of the output layer exist yet (full tuning); the rest come at the end.
-    head = (arch.lm_head_params or arch.embedding_params) if setup.method == "full" else 0
-    grads_early = min(grads, float(head * p_bytes))
 
-    static = {"weights": weights, "trainable_params": params, "optimizer_states": opt_states}
+def _fragmentation(setup: TrainSetup, churn: float, logits_block: float) -> float:
+    """What the caching allocator holds beyond live tensors: a share of the memory allocated and freed within a
+    step, at least a floor sized by the fp32 logits block."""
+    floor = min(
+        FRAGMENTATION_FLOOR_CAP, FRAGMENTATION_FLOOR_BASE + FRAGMENTATION_FLOOR_LOGIT_BLOCKS * logits_block
+    )
+    multi = setup.gpus > 1 or setup.deepspeed is not None or setup.fsdp is not None
+    return max(FRAGMENTATION_RATIO * churn, floor) * (EXPANDABLE_SHARE if multi else 1.0)
+
+
+def _overheads(setup: TrainSetup, static: Static, parts: dict[str, float], frag: float) -> dict[str, int]:
+    """The layout's buffers, NCCL, the allocator and the CUDA context, after the moment's own parts."""
+    if static.buffers:
+        parts["deepspeed_buffers" if setup.deepspeed is not None else "fsdp_buffers"] = static.buffers
+    if setup.gpus > 1 or setup.deepspeed is not None or setup.fsdp is not None:
+        parts["comm_buffers"] = float(NCCL_BYTES)
+    parts["allocator_overhead"] = frag
+    parts["cuda_context"] = float(CUDA_CONTEXT_BYTES)
+    return {k: int(round(v)) for k, v in parts.items()}
+
+
+def _train_peak(setup: TrainSetup, n_train: int, static: Static, cost: StageCost) -> Peak:
+    act = activations(setup, cost)
+    autocast, grad_transient = _transients(setup, static, n_train)
+    base = {
+        "weights": static.weights,
+        "trainable_params": static.params,
+        "optimizer_states": static.opt_states,
+    }
     moments: dict[str, dict[str, float]] = {
         "loss": {
-            **static,
+            **base,
             "autocast_cache": autocast,
-            "activations": act_loss + dequant,
-            "logits_loss": loss,
+            "activations": act.loss + act.dequant,
+            "logits_loss": act.logits,
         },
-        "backward": {**static, "gradients": grads_early, "activations": act_backward + dequant},
-        "step": {**static, "gradients": grads, "optimizer_step_temp": step_temp + grad_transient},
+        "backward": {
+            **base,
+            "gradients": static.grads_early,
+            "activations": act.backward + act.dequant,
+            "optimizer_step_temp": static.backward_temp,
+        },
+        "step": {**base, "gradients": static.grads, "optimizer_step_temp": static.step_temp + grad_transient},
     }
     phases = {name: sum(parts.values()) for name, parts in moments.items()}
     phase = max(phases, key=lambda k: phases[k])
@@ -481,148 +472,85 @@ def estimate(setup: TrainSetup) -> Estimate:
 
     # The caching allocator keeps freed blocks that the next requests cannot reuse: a share of the memory
     # allocated and freed within each step (activations, logits, autocast copies, bf16 gradients under AMP).
-    bf16_grads = 2.0 * n_train if (fp32_master and stage is None) else 0.0
-    churn = max(act_loss + loss, act_backward) + autocast + bf16_grads + step_temp
-    # LLM.int8 materialises each weight in 16 bit for the backward pass (MatMul8bitLt).
+    plain = setup.deepspeed is None and setup.fsdp is None
+    bf16_grads = 2.0 * n_train if (static.fp32_master and plain) else 0.0
+    churn = max(act.loss + act.logits, act.backward) + autocast + bf16_grads + static.step_temp
+    # LLM.int8 materialises each weight in 16 bit for the backward pass (bitsandbytes autograd/_functions.py
+    # MatMul8bitLt.backward: `state.CB.to(ctx.dtype_A, copy=True)`), once per quantized weight per step.
     if setup.quant_bits == 8:
-        churn += 2.0 * _quantized_params(arch)
-    logits_block = 0.0 if setup.liger else 4.0 * tokens * arch.vocab_size
-    floor = min(
-        FRAGMENTATION_FLOOR_CAP, FRAGMENTATION_FLOOR_BASE + FRAGMENTATION_FLOOR_LOGIT_BLOCKS * logits_block
-    )
-    multi = n > 1 or stage is not None
-    frag = max(FRAGMENTATION_RATIO * churn, floor) * (EXPANDABLE_SHARE if multi else 1.0)
+        churn += 2.0 * quantized_params(setup.arch)
+    logits_block = 0.0
+    if not (setup.liger and cost.fused_loss):
+        logits_block = 4.0 * setup.tokens * cost.sequences * setup.arch.vocab_size
+    frag = _fragmentation(setup, churn, logits_block)
     # Eager attention: one layer's scores, masked scores, fp32 softmax, probabilities and the softmax gradient
     # (14 B per head x query x key) stay cached by the allocator between layers.
-    frag += 14.0 / 8.0 * _eager_attention_bytes(setup)
-    if phase != "step" and stage is None:
+    frag += 14.0 / 8.0 * _eager_attention_bytes(setup, cost.sequences)
+    if phase != "step" and plain:
         # Gradients freed by zero_grad stay cached in blocks sized per parameter; in the next forward only the
         # autocast copies (half their size) fit in them, the logits and activations need other blocks.
-        frag += 0.75 * max(0.0, grads - autocast)
-    if ds_buffers:
-        parts["deepspeed_buffers"] = ds_buffers
-    if multi:
-        parts["comm_buffers"] = float(NCCL_BYTES)
-    parts["allocator_overhead"] = frag
-    parts["cuda_context"] = float(CUDA_CONTEXT_BYTES)
-    components = {k: int(round(v)) for k, v in parts.items()}
-    return Estimate(
-        setup=setup,
-        components=components,
-        phase=phase,
-        trainable_params=n_train,
-        phases={k: int(v) for k, v in phases.items()},
-    )
+        frag += 0.75 * max(0.0, static.grads - autocast)
+    return Peak(_overheads(setup, static, parts, frag), phase, {k: int(v) for k, v in phases.items()})
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Reading a LLaMA-Factory config
+# The evaluation peak
 
 
-def _as_tuple(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    return tuple(str(v) for v in value)
-
-
-def _deepspeed_kind(value: Any) -> str | None:
-    """`deepspeed:` is a path to a JSON file (or an inline dict); read its stage and offload."""
-    import json
-    from pathlib import Path
-
-    if value in (None, "", False):
+def _eval_peak(setup: TrainSetup, n_train: int, static: Static, cost: StageCost) -> Peak | None:
+    """An evaluation step during training (HF Trainer.evaluation_loop / prediction_step): a forward under no_grad
+    with `per_device_eval_batch_size`, next to the weights and optimizer states (gradients are freed by the
+    optimizer step's zero_grad). SFT with `predict_with_generate` generates instead (a KV cache of prompt plus
+    `max_new_tokens`, transformers' DynamicCache: 2 x layers x kv_dim x 2 B per token), and its predictions, or
+    `compute_accuracy`'s argmax ids (train/sft/metric.py eval_logit_processor), gather on the GPU with the labels
+    (int64, 8 B per token each) until `eval_accumulation_steps` moves them to the CPU."""
+    ev = setup.eval
+    if ev is None:
         return None
-    config: Any = value
-    if isinstance(value, str):
-        path = Path(value).expanduser()
-        if path.is_file():
-            try:
-                config = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise LfTunerError(f"deepspeed: cannot read {path} as JSON ({exc})") from exc
-        else:
-            low = value.lower()
-            stage = 3 if "z3" in low else 2 if "z2" in low else 0 if "z0" in low else None
-            if stage is None:
-                raise LfTunerError(
-                    f"deepspeed: {value} does not exist; pass the path of a DeepSpeed JSON config"
-                )
-            return f"z{stage}" + ("-offload" if "offload" in low else "")
-    if not isinstance(config, Mapping):
-        raise LfTunerError("deepspeed: expected a path to a DeepSpeed JSON config or a mapping")
-    zero = config.get("zero_optimization", {}) or {}
-    stage = int(zero.get("stage", 0))
-    if stage == 1:
-        stage = 2
-    offload = any(
-        isinstance(zero.get(key), Mapping) and zero[key].get("device", "none") not in ("none", None)
-        for key in ("offload_optimizer", "offload_param")
+    arch = setup.arch
+    seq = setup.sequence_len
+    sequences = cost.sequences
+    tokens = ev.batch_size * seq * sequences
+    autocast, _ = _transients(setup, static, n_train)
+    generate = ev.predict_with_generate and setup.stage == "sft"
+    layer = no_grad_layer_bytes(setup) * tokens + _eager_attention_bytes(
+        replace(setup, batch_size=ev.batch_size)
     )
-    return f"z{stage}" + ("-offload" if offload and stage in (2, 3) else "")
+    if generate:
+        cache = 2.0 * arch.num_layers * arch.kv_dim * 2.0 * ev.batch_size * (seq + ev.max_new_tokens)
+        logits = (
+            4.0 * ev.batch_size * arch.vocab_size * 2
+        )  # the last position's logits and their processed copy
+        per_sample = 8.0 * (2 * seq + ev.max_new_tokens)
+    else:
+        cache = 0.0
+        softcap = 2.0 * sequences if arch.logit_softcap else 0.0
+        logits = ev.batch_size * seq * arch.vocab_size * (cost.logits.eval + softcap)
+        per_sample = 16.0 * seq if (ev.compute_accuracy and setup.stage in ("sft", "pt")) else 0.0
+    kept = ev.batch_size * (ev.accumulation_steps or 1)
+    if ev.accumulation_steps is None and ev.samples is not None:
+        kept = max(kept, ev.samples)
+    gathered = per_sample * kept if not ev.prediction_loss_only else 0.0
+    parts = {
+        "weights": static.weights,
+        "trainable_params": static.params,
+        "optimizer_states": static.opt_states,
+        "autocast_cache": autocast,
+        "activations": layer + cache,
+        "logits_loss": logits,
+        "eval_predictions": gathered,
+    }
+    parts = {k: v for k, v in parts.items() if v > 0}
+    logits_block = 0.0 if generate else 4.0 * ev.batch_size * seq * arch.vocab_size
+    frag = _fragmentation(setup, layer + logits, logits_block)
+    total = sum(parts.values())
+    return Peak(_overheads(setup, static, parts, frag), "eval", {"eval": int(total)})
 
 
-_ATTENTION = {
-    "auto": "sdpa",
-    "sdpa": "sdpa",
-    "fa2": "fa2",
-    "fa3": "fa2",
-    "disabled": "eager",
-    "eager": "eager",
-}
-
-
-def setup_from_config(cfg: Mapping[str, Any], arch: ModelArch | None = None, gpus: int = 1) -> TrainSetup:
-    """A TrainSetup from a LLaMA-Factory training config (defaults as in LLaMA-Factory 0.9.5)."""
-    if arch is None:
-        model = cfg.get("model_name_or_path")
-        if not model:
-            raise LfTunerError("model_name_or_path: missing; set it in the config or pass --model")
-        arch = resolve_model(str(model))
-
-    def get_int(key: str, default: int) -> int:
-        value = cfg.get(key, default)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-            raise LfTunerError(f"{key}: expected an integer, got {value!r}")
-        return int(value)
-
-    method = str(cfg.get("finetuning_type", "lora"))
-    if method not in ("lora", "freeze", "full"):
-        raise LfTunerError(f"finetuning_type: `{method}` is not modelled; use lora, freeze or full")
-    qbit = cfg.get("quantization_bit")
-    flash_attn = str(cfg.get("flash_attn", "auto"))
-    attention = _ATTENTION.get(flash_attn)
-    if flash_attn == "auto" and arch.model_type == "gemma2":
-        attention = "eager"  # LLaMA-Factory: gemma2 gets fa2 if installed, else eager (soft-capping)
-    if attention is None:
-        raise LfTunerError(
-            f"flash_attn: unknown value {cfg.get('flash_attn')!r}; use auto, sdpa, fa2 or disabled"
-        )
-    packing = bool(cfg.get("packing")) or bool(cfg.get("neat_packing")) or cfg.get("stage") == "pt"
-    return TrainSetup(
-        arch=arch,
-        method=method,
-        cutoff_len=get_int("cutoff_len", 2048),
-        batch_size=get_int("per_device_train_batch_size", 8),
-        grad_accum=get_int("gradient_accumulation_steps", 1),
-        lora_rank=get_int("lora_rank", 8),
-        lora_target=_as_tuple(cfg.get("lora_target", "all")) or ("all",),
-        additional_target=_as_tuple(cfg.get("additional_target")),
-        freeze_trainable_layers=get_int("freeze_trainable_layers", 2),
-        quantization_bit=int(qbit) if qbit not in (None, "") else None,
-        double_quantization=bool(cfg.get("double_quantization", True)),
-        optim=str(cfg.get("optim", DEFAULT_OPTIM)),
-        pure_bf16=bool(cfg.get("pure_bf16", False)),
-        gradient_checkpointing=not bool(cfg.get("disable_gradient_checkpointing", False)),
-        unsloth_gc=bool(cfg.get("use_unsloth_gc", False)),
-        attention=attention,
-        liger=bool(cfg.get("enable_liger_kernel", False)),
-        deepspeed=_deepspeed_kind(cfg.get("deepspeed")),
-        gpus=gpus,
-        packing=packing,
-        neat_packing=bool(cfg.get("neat_packing", False)),
-        stage=str(cfg.get("stage", "sft")),
-    )
+def estimate(setup: TrainSetup) -> Estimate:
+    """The per-GPU peak of a training step (and of an evaluation step when the run evaluates), by component."""
+    n_train = trainable_params(setup)
+    cost = stage_cost(setup)
+    static = static_memory(setup, n_train)
+    train = _train_peak(setup, n_train, static, cost)
+    return Estimate(setup, train, n_train, _eval_peak(setup, n_train, static, cost))

@@ -27,11 +27,46 @@ class Command:
     env: dict[str, str]
 
 
-def uses_torchrun(*, num_gpus: int, deepspeed: bool, nnodes: int, ray: bool) -> bool:
-    """Whether LLaMA-Factory's launcher will re-launch itself through torchrun."""
-    if ray:
+def uses_torchrun(
+    *, num_gpus: int, deepspeed: bool, nnodes: int, ray: bool, accelerate: bool = False
+) -> bool:
+    """Whether LLaMA-Factory's launcher will re-launch itself through torchrun (not under Ray or accelerate)."""
+    if ray or accelerate:
         return False
     return num_gpus > 1 or deepspeed or nnodes > 1
+
+
+# What `accelerate launch` runs: LLaMA-Factory documents `accelerate launch --config_file
+# examples/accelerate/fsdp_config.yaml src/train.py CONFIG` (examples/extras/fsdp_qlora/train.sh); src/train.py is
+# not in the wheel, and `llamafactory/launcher.py` run as a module calls the same `run_exp()` on argv[1].
+ACCELERATE_MODULE = "llamafactory.launcher"
+
+
+def _accelerate_argv(
+    cli: str,
+    accelerate_config: str,
+    *,
+    gpus: Sequence[int] | None,
+    nnodes: int,
+    node_rank: int,
+    master_addr: str | None,
+    master_port: int | None,
+) -> list[str]:
+    """`accelerate launch --config_file FILE [...] -m llamafactory.launcher`, from the llamafactory-cli's bin dir."""
+    accelerate = str(Path(cli).with_name("accelerate")) if Path(cli).name != cli else "accelerate"
+    argv = [accelerate, "launch", "--config_file", accelerate_config]
+    if gpus:
+        argv += ["--num_processes", str(len(gpus) * nnodes)]
+    if nnodes > 1:
+        assert master_addr is not None
+        argv += ["--num_machines", str(nnodes), "--machine_rank", str(node_rank)]
+        argv += [
+            "--main_process_ip",
+            master_addr,
+            "--main_process_port",
+            str(master_port or DEFAULT_MASTER_PORT),
+        ]
+    return [*argv, "-m", ACCELERATE_MODULE]
 
 
 def build_command(
@@ -47,12 +82,15 @@ def build_command(
     master_port: int | None = None,
     ray_workers: int | None = None,
     record_vram: bool = True,
+    accelerate_config: str | None = None,
 ) -> Command:
     """The argv and environment for one `llamafactory-cli train` process on this node.
 
     `gpus` are NVML indices (None: leave CUDA_VISIBLE_DEVICES alone); `cpu` hides every GPU. LLaMA-Factory's
     torchrun relaunch joins its arguments with spaces and splits them again, so a config path with whitespace is
-    refused whenever torchrun is used (stage a copy elsewhere first).
+    refused whenever torchrun is used (stage a copy elsewhere first). `accelerate_config` (FSDP) starts
+    `accelerate launch --config_file` instead, as LLaMA-Factory documents for FSDP; accelerate starts the
+    processes itself, so no FORCE_TORCHRUN.
     """
     if nnodes < 1:
         raise LfTunerError(f"nnodes: must be at least 1, got {nnodes}")
@@ -68,10 +106,19 @@ def build_command(
         raise LfTunerError("master_addr: several nodes need --master-addr (the address of node rank 0)")
     if cpu and gpus:
         raise LfTunerError("use_cpu: a CPU run cannot also select GPUs; drop --gpus or --cpu")
+    if accelerate_config and (ray_workers is not None or deepspeed or cpu):
+        raise LfTunerError(
+            "accelerate_config: FSDP through accelerate excludes Ray, DeepSpeed and CPU runs; drop one of them"
+        )
 
     num_gpus = 0 if cpu else len(gpus or [])
+    accelerate = accelerate_config is not None
     torchrun = uses_torchrun(
-        num_gpus=num_gpus, deepspeed=deepspeed, nnodes=nnodes, ray=ray_workers is not None
+        num_gpus=num_gpus,
+        deepspeed=deepspeed,
+        nnodes=nnodes,
+        ray=ray_workers is not None,
+        accelerate=accelerate,
     )
     if torchrun and re.search(r"\s", config_path):
         raise LfTunerError(
@@ -80,6 +127,17 @@ def build_command(
         )
 
     argv = [cli, "train", config_path]
+    if accelerate_config is not None:
+        argv = _accelerate_argv(
+            cli,
+            accelerate_config,
+            gpus=gpus,
+            nnodes=nnodes,
+            node_rank=node_rank,
+            master_addr=master_addr,
+            master_port=master_port,
+        )
+        argv.append(config_path)
     env: dict[str, str] = {}
     if cpu:
         env["CUDA_VISIBLE_DEVICES"] = ""
@@ -90,7 +148,7 @@ def build_command(
         env["FORCE_TORCHRUN"] = "1"
         if num_gpus:
             env["NPROC_PER_NODE"] = str(num_gpus)
-    if nnodes > 1:
+    if nnodes > 1 and not accelerate:
         assert master_addr is not None
         env["NNODES"] = str(nnodes)
         env["NODE_RANK"] = str(node_rank)

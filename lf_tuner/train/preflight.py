@@ -27,6 +27,7 @@ from lf_tuner.train.command import (
 from lf_tuner.train.gpus import gpu_summary
 
 if TYPE_CHECKING:
+    from lf_tuner.memory import Fsdp
     from lf_tuner.train.gpus import GpuInfo
 
 INSTALL_HINT = (
@@ -120,15 +121,22 @@ def choose_gpus(
 
 
 def check_fit(
-    cfg: dict[str, Any], gpus: Sequence[GpuInfo], *, fit: bool, force: bool, say: Say
+    cfg: dict[str, Any],
+    gpus: Sequence[GpuInfo],
+    *,
+    fit: bool,
+    force: bool,
+    say: Say,
+    fsdp: Fsdp | None = None,
 ) -> dict[str, Any] | None:
     """The estimate as a dict (None when there is none). When it exceeds a GPU's free memory: apply the first
-    change that fits (`fit`, to `cfg` in place), go on anyway (`force`), or raise."""
+    change that fits (`fit`, to `cfg` in place), go on anyway (`force`), or raise. `fsdp`: the layout of an
+    accelerate config the run is launched with."""
     from lf_tuner.config import check_fit as estimate_fit
     from lf_tuner.train.gpus import gpu_budgets
 
     try:
-        result = estimate_fit(cfg, gpu_budgets(gpus), gpus=max(1, len(gpus)))
+        result = estimate_fit(cfg, gpu_budgets(gpus), gpus=max(1, len(gpus)), fsdp=fsdp)
     except LfTunerError as exc:
         say(f"warning: no memory estimate ({exc.message})")
         return None
@@ -141,7 +149,7 @@ def check_fit(
     if fit and (change := result.change) is not None:
         cfg.update(change.overrides)
         say(f"--fit: applied `{change.description}`")
-        return check_fit(cfg, gpus, fit=False, force=force, say=say)
+        return check_fit(cfg, gpus, fit=False, force=force, say=say, fsdp=fsdp)
     if force:
         say("--force: running anyway")
         return est.as_dict()
@@ -263,13 +271,18 @@ def make_plan(
     master_addr: str | None = None,
     master_port: int | None = None,
     ray_workers: int | None = None,
+    accelerate_config: Path | None = None,
 ) -> Plan:
     """The command for this node, and where the config is kept and staged (no file is written yet)."""
     cpu = bool(cfg.get("use_cpu"))
     ids = gpu_ids(gpus, select, cpu=cpu)
     deepspeed = bool(cfg.get("deepspeed"))
     torchrun = uses_torchrun(
-        num_gpus=len(ids), deepspeed=deepspeed, nnodes=nnodes, ray=ray_workers is not None
+        num_gpus=len(ids),
+        deepspeed=deepspeed,
+        nnodes=nnodes,
+        ray=ray_workers is not None,
+        accelerate=accelerate_config is not None,
     )
     kept = records.config_path(output_dir, node_rank)
     staged = staged_path(kept, torchrun=torchrun)
@@ -284,6 +297,7 @@ def make_plan(
         master_addr=master_addr,
         master_port=master_port,
         ray_workers=ray_workers,
+        accelerate_config=str(accelerate_config.absolute()) if accelerate_config is not None else None,
     )
     return Plan(cfg, command, kept, staged, output_dir, gpus, estimate, nnodes, node_rank)
 
