@@ -22,9 +22,12 @@ from lf_tuner.errors import LfTunerError
 EXPECTED = [
     "chatbot",
     "default",
+    "dpo",
     "extractive_qa",
     "generative_qa",
+    "kto",
     "lora-tuned",
+    "pretrain",
     "security",
     "sentiment_analysis",
     "summarization",
@@ -129,7 +132,7 @@ def test_presets_ls_table_and_json() -> None:
     lines = result.output.splitlines()
     assert lines[0] == "NAME                 DESCRIPTION"
     assert (
-        lines[6]
+        lines[1 + EXPECTED.index("security")]
         == "security             Security fine-tune from the parameter guide (LoRA, Qwen2.5-7B-Instruct, 4096 tokens)"
     )
     assert [line.split()[0] for line in lines[1:]] == EXPECTED

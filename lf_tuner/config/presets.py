@@ -17,6 +17,7 @@ from lf_tuner.errors import LfTunerError, ProblemsError, did_you_mean
 from lf_tuner.resources import shipped
 
 Method = Literal["lora", "qlora", "freeze", "full"]
+Stage = Literal["pt", "sft", "rm", "dpo", "kto"]
 METHODS: tuple[str, ...] = ("lora", "qlora", "freeze", "full")
 
 GPU_CLASSES = (("small", 12.0), ("medium", 24.0))  # under 12 GiB small, under 24 medium, else large
@@ -82,6 +83,7 @@ class EvalSpec(_Strict):
 
 class Preset(_Strict):
     description: str
+    stage: Stage = "sft"
     method: Method = "lora"
     model: str | None = None
     template: str | None = None

@@ -624,6 +624,7 @@ def render_train_config(
 
 # preset values that go into the template as they are
 _PRESET_KEYS = {
+    "stage",
     "flash_attn",
     "quantization_bit",
     "max_samples",
