@@ -47,7 +47,12 @@ CASES = [
     Case("dpo-orpo", "dpo", "train", {"pref_loss": "orpo"}),
     Case("kto", "kto", "train", {}),
     Case("rm", "rm", "train", {}),
+    Case("sft-dft", "sft", "train", {"use_dft_loss": True}),
+    Case("sft-eaft", "sft", "train", {"use_eaft_loss": True}),
+    Case("sft-asft", "sft", "train", {"use_asft_loss": True, "finetuning_type": "full"}),
     Case("sft-eval", "sft", "eval", {}),
+    Case("sft-dft-eval", "sft", "eval", {"use_dft_loss": True}),
+    Case("sft-eaft-eval", "sft", "eval", {"use_eaft_loss": True}),
     Case("dpo-eval", "dpo", "eval", {}),
     Case("dpo-orpo-eval", "dpo", "eval", {"pref_loss": "orpo"}),
     Case("kto-eval", "kto", "eval", {}),
@@ -140,7 +145,7 @@ def _trainer(case: Case, checkpoint: Path, out: Path) -> Any:
 
     model_args = ModelArguments(model_name_or_path=str(checkpoint))
     model_args.compute_dtype = torch.bfloat16  # what get_train_args sets for bf16: true
-    finetuning_args = FinetuningArguments(stage=case.stage, finetuning_type="lora", **case.args)
+    finetuning_args = FinetuningArguments(stage=case.stage, **{"finetuning_type": "lora", **case.args})
     tokenizer = load_tokenizer(model_args)["tokenizer"]
     model = load_model(
         tokenizer, model_args, finetuning_args, is_trainable=True, add_valuehead=case.stage == "rm"
@@ -172,8 +177,10 @@ def _trainer(case: Case, checkpoint: Path, out: Path) -> Any:
 
         return PairwiseTrainer(tokenizer=tokenizer, **common)
     from llamafactory.train.sft.trainer import CustomSeq2SeqTrainer
+    from llamafactory.train.trainer_utils import create_ref_model
 
-    return CustomSeq2SeqTrainer(tokenizer=tokenizer, **common)
+    ref = create_ref_model(model_args, finetuning_args) if finetuning_args.use_asft_loss else None
+    return CustomSeq2SeqTrainer(tokenizer=tokenizer, ref_model=ref, **common)
 
 
 def _batch(case: Case, vocab: int) -> dict[str, Any]:
@@ -233,7 +240,12 @@ def modelled(case: Case) -> float:
     from lf_tuner.memory import TrainSetup, stage_cost
     from lf_tuner.models import resolve_model
 
-    setup = TrainSetup(arch=resolve_model("Qwen2.5-0.5B"), stage=case.stage, **case.args)
+    args = dict(case.args)
+    method = args.pop("finetuning_type", "lora")
+    sft_loss = next((key[4:-5] for key in list(args) if key.startswith("use_") and args.pop(key)), "ce")
+    setup = TrainSetup(
+        arch=resolve_model("Qwen2.5-0.5B"), stage=case.stage, method=method, sft_loss=sft_loss, **args
+    )
     logits = stage_cost(setup).logits
     return logits.train if case.mode == "train" else logits.eval
 

@@ -23,7 +23,7 @@ SCRIPT = Path(__file__).parent.parent / "scripts" / "trace_loss_bytes.py"
 
 
 def test_stage_logit_bytes_match_the_traced_trainers() -> None:
-    cases = "sft,dpo,dpo-orpo,kto,rm,sft-eval,dpo-eval"
+    cases = "sft,dpo,dpo-orpo,kto,rm,sft-asft,sft-eval,dpo-eval"
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--cases", cases, "--json"],
         capture_output=True,

@@ -30,6 +30,7 @@ from lf_tuner.memory import (
     max_cutoff,
     report_fit,
     setup_from_config,
+    unsupported,
 )
 from lf_tuner.models import resolve_model
 
@@ -66,6 +67,9 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 def gather_config(config: Path | None, model: str | None, flags: dict[str, Any]) -> dict[str, Any]:
     """The run to estimate as LLaMA-Factory keys: the config file (if any), then the flags on top."""
     cfg: dict[str, Any] = load_mapping(config) if config else {}
+    refusal = unsupported(cfg)
+    if refusal:
+        raise LfTunerError(f"{config}: {refusal}")
     if config:
         problems = [p for p in validate_config(cfg) if p.message.startswith("unknown LLaMA-Factory")]
         if problems:  # unknown keys fail the same way LLaMA-Factory would, before anything else
@@ -132,9 +136,12 @@ def render_table(est: Estimate) -> Table:
     table.add_section()
     if est.eval is None:
         table.add_row("peak per GPU", f"{est.total_gib:.2f}")
-    else:
+        return table
+    if est.train is not None:
         table.add_row("training peak per GPU", f"{est.train_bytes / GIB:.2f}")
-        table.add_row("evaluation peak per GPU", f"{est.eval.total_bytes / GIB:.2f}")
+    else:
+        table.add_row("training", "none (do_train is off)")
+    table.add_row("evaluation peak per GPU", f"{est.eval.total_bytes / GIB:.2f}")
     return table
 
 

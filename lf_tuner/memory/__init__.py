@@ -45,6 +45,7 @@ from lf_tuner.memory.setup import (
     TrainSetup,
     eval_from_config,
     setup_from_config,
+    unsupported,
 )
 from lf_tuner.memory.stages import CE_BYTES_PER_LOGIT, LogitBytes, stage_cost
 
@@ -88,4 +89,5 @@ __all__ = [
     "setup_from_config",
     "stage_cost",
     "trainable_params",
+    "unsupported",
 ]

@@ -246,6 +246,19 @@ def fsdp_from_accelerate(config: Mapping[str, Any]) -> Fsdp | None:
     )
 
 
+def fsdp_from_training_args(fsdp: Any, fsdp_config: Any = None) -> Fsdp | None:
+    """FSDP set in the training config itself (HF TrainingArguments `fsdp: [full_shard, auto_wrap]` and
+    `fsdp_config: {version: 2}`, transformers/trainer_utils.py FSDPOption, training_args.py:2809), as
+    LLaMA-Factory's examples/extras/fp8/llama3_fp8_fsdp_sft.yaml does."""
+    if fsdp in (None, "", False, []):
+        return None
+    options = fsdp.split() if isinstance(fsdp, str) else [str(o) for o in fsdp]
+    options = [o.strip().lower() for o in options]
+    strategy = next((o.upper() for o in options if o.upper() in FSDP_STRATEGIES), "FULL_SHARD")
+    version = int((fsdp_config or {}).get("version", 1) or 1) if isinstance(fsdp_config, Mapping) else 1
+    return Fsdp(version=version, strategy=strategy, offload_params="offload" in options)
+
+
 def processes_of(config: Mapping[str, Any]) -> tuple[int, int]:
     """(num_processes, num_machines) of an accelerate config."""
     return int(config.get("num_processes", 1) or 1), int(config.get("num_machines", 1) or 1)

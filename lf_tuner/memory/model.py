@@ -75,25 +75,32 @@ class Estimate:
     """The training peak, the evaluation peak when the run evaluates, and the larger of the two (`total_bytes`)."""
 
     setup: TrainSetup
-    train: Peak
+    train: Peak | None  # None: the run only evaluates or predicts (do_train off)
     trainable_params: int
     eval: Peak | None = None
 
     @property
+    def main(self) -> Peak:
+        """The training peak, or the evaluation peak of a run that does not train."""
+        peak = self.train or self.eval
+        assert peak is not None
+        return peak
+
+    @property
     def components(self) -> dict[str, int]:
-        return self.train.components
+        return self.main.components
 
     @property
     def phase(self) -> str:
-        return self.train.phase
+        return self.main.phase
 
     @property
     def phases(self) -> dict[str, int]:
-        return self.train.phases
+        return self.main.phases
 
     @property
     def train_bytes(self) -> int:
-        return self.train.total_bytes
+        return 0 if self.train is None else self.train.total_bytes
 
     @property
     def eval_bytes(self) -> int | None:
@@ -102,7 +109,7 @@ class Estimate:
     @property
     def total_bytes(self) -> int:
         """The peak that decides whether the run fits: training or evaluation, whichever is larger."""
-        return max(self.train.total_bytes, self.eval.total_bytes if self.eval else 0)
+        return max(self.train_bytes, self.eval.total_bytes if self.eval else 0)
 
     @property
     def total_gib(self) -> float:
@@ -531,6 +538,9 @@ def _eval_peak(setup: TrainSetup, n_train: int, static: Static, cost: StageCost)
     if ev.accumulation_steps is None and ev.samples is not None:
         kept = max(kept, ev.samples)
     gathered = per_sample * kept if not ev.prediction_loss_only else 0.0
+    if not setup.do_train:  # prediction only: the model is loaded for inference, nothing trains
+        static = replace(static, params=0.0, opt_states=0.0)
+        autocast = 0.0
     parts = {
         "weights": static.weights,
         "trainable_params": static.params,
@@ -552,5 +562,7 @@ def estimate(setup: TrainSetup) -> Estimate:
     n_train = trainable_params(setup)
     cost = stage_cost(setup)
     static = static_memory(setup, n_train)
-    train = _train_peak(setup, n_train, static, cost)
-    return Estimate(setup, train, n_train, _eval_peak(setup, n_train, static, cost))
+    evaluation = _eval_peak(setup, n_train, static, cost)
+    if not setup.do_train and evaluation is not None:
+        return Estimate(setup, None, 0, evaluation)
+    return Estimate(setup, _train_peak(setup, n_train, static, cost), n_train, evaluation)

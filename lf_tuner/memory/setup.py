@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lf_tuner.errors import LfTunerError, did_you_mean
-from lf_tuner.memory.layout import DeepSpeed, Fsdp, load_deepspeed
+from lf_tuner.memory.layout import DeepSpeed, Fsdp, fsdp_from_training_args, load_deepspeed
 from lf_tuner.memory.optimizers import CUSTOM_OPTIMIZERS, DEFAULT_OPTIM, OPTIMIZERS
 from lf_tuner.models import ModelArch, resolve_model
 
@@ -22,6 +22,8 @@ METHODS = ("lora", "qlora", "oft", "freeze", "full")
 ATTENTIONS = ("sdpa", "fa2", "eager")
 STAGES = ("pt", "sft", "rm", "dpo", "kto")
 PREF_LOSSES = ("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo")
+# SFT losses: transformers' cross-entropy, or use_dft_loss / use_eaft_loss / use_asft_loss (train/trainer_utils.py)
+SFT_LOSSES = ("ce", "dft", "eaft", "asft")
 # hparams/finetuning_args.py:574: `use_ref_model = stage == "dpo" and pref_loss not in ["orpo", "simpo"]`.
 REFERENCE_FREE_LOSSES = ("orpo", "simpo")
 PPO_REFUSED = (
@@ -29,6 +31,33 @@ PPO_REFUSED = (
     "(train/ppo/trainer.py:86-96) while 0.9.5 itself requires trl>=0.18 (extras/misc.py:101), so no install "
     "runs it; estimate the policy with stage: sft"
 )
+# Keys of mcore_adapter's training arguments (LLaMA-Factory's USE_MCA=1 backend, examples/megatron/).
+MEGATRON_KEYS = (
+    "tensor_model_parallel_size",
+    "pipeline_model_parallel_size",
+    "expert_model_parallel_size",
+    "context_parallel_size",
+    "use_distributed_optimizer",
+    "recompute_granularity",
+)
+
+
+def unsupported(cfg: Mapping[str, Any]) -> str | None:
+    """Why a config is outside the model (one line), or None. Checked before the config's keys are."""
+    if cfg.get("stage") == "ppo":
+        return PPO_REFUSED
+    if cfg.get("use_kt"):
+        return (
+            "use_kt: KTransformers keeps the MoE experts in CPU memory and runs them with its own kernels "
+            "(LLaMA-Factory's examples/ktransformers/); lf-tuner does not estimate that split"
+        )
+    megatron = [key for key in MEGATRON_KEYS if key in cfg]
+    if megatron:
+        return (
+            f"{megatron[0]}: a Megatron-Core config (USE_MCA=1, examples/megatron/); its tensor, pipeline and "
+            "expert parallelism are not estimated"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -80,6 +109,7 @@ class TrainSetup:
     attention: str = "sdpa"
     liger: bool = False
     pref_loss: str = "sigmoid"
+    sft_loss: str = "ce"
     ref_model: bool = False  # a separate reference checkpoint (`ref_model:`)
     ref_quantization_bit: int | None = None
     deepspeed: DeepSpeed | None = None
@@ -89,6 +119,7 @@ class TrainSetup:
     packing: bool = False
     neat_packing: bool = False
     eval: EvalSetup | None = None
+    do_train: bool = True
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -192,6 +223,8 @@ def _check_stage(s: TrainSetup) -> list[str]:
         return [f"unknown stage `{s.stage}`; use one of {', '.join(STAGES)}"]
     if s.pref_loss not in PREF_LOSSES:
         return [f"unknown pref_loss `{s.pref_loss}`; use one of {', '.join(PREF_LOSSES)}"]
+    if s.sft_loss not in SFT_LOSSES:
+        return [f"unknown SFT loss `{s.sft_loss}`; use one of {', '.join(SFT_LOSSES)}"]
     return []
 
 
@@ -322,9 +355,24 @@ def eval_from_config(cfg: Mapping[str, Any]) -> EvalSetup | None:
     )
 
 
+def _sft_loss(cfg: Mapping[str, Any]) -> str:
+    chosen = [name for name in SFT_LOSSES[1:] if cfg.get(f"use_{name}_loss")]
+    return chosen[0] if chosen else "ce"
+
+
 def _notes(cfg: Mapping[str, Any], custom: str | None, optim: str) -> tuple[str, ...]:
     """What LLaMA-Factory will do differently from what the config suggests (the estimate follows the config)."""
     notes = []
+    if cfg.get("use_asft_loss") and cfg.get("finetuning_type", "lora") == "lora":
+        notes.append(
+            "use_asft_loss: LLaMA-Factory 0.9.5 builds no reference model for LoRA (create_ref_model returns "
+            "None) and ASFT's compute_loss then fails; use finetuning_type full, freeze or oft"
+        )
+    if cfg.get("use_asft_loss") and eval_from_config(cfg) is not None:
+        notes.append(
+            "use_asft_loss: evaluation fails in LLaMA-Factory 0.9.5 (train/sft/trainer.py compute_loss returns no "
+            "outputs to prediction_step); drop eval_strategy/do_eval"
+        )
     if custom in ("galore", "apollo"):
         allowed: tuple[str, ...] = (
             "adamw_torch",
@@ -362,6 +410,9 @@ def setup_from_config(
     `fsdp` comes from an accelerate config (`layout.fsdp_from_accelerate`); its process count, when above 1,
     sets the GPUs. A `deepspeed:` path is read relative to `base_dir` (or the working directory).
     """
+    refusal = unsupported(cfg)
+    if refusal:
+        raise LfTunerError(refusal)
     if arch is None:
         model = cfg.get("model_name_or_path")
         if not model:
@@ -372,8 +423,8 @@ def setup_from_config(
     if method not in ("lora", "oft", "freeze", "full"):
         raise LfTunerError(f"finetuning_type: `{method}` is not one of lora, oft, freeze, full")
     stage = str(cfg.get("stage", "sft"))
-    if stage == "ppo":
-        raise LfTunerError(PPO_REFUSED)
+    fsdp = fsdp or fsdp_from_training_args(cfg.get("fsdp"), cfg.get("fsdp_config"))
+    evaluates = r.flag("do_eval") or r.flag("do_predict")
     custom = _custom_optimizer(cfg)
     optim = str(cfg.get("optim", DEFAULT_OPTIM))
     rank_key = "apollo_rank" if custom == "apollo" else "galore_rank"
@@ -407,6 +458,7 @@ def setup_from_config(
         attention=_attention(cfg, arch),
         liger=r.flag("enable_liger_kernel"),
         pref_loss=str(cfg.get("pref_loss", "sigmoid")),
+        sft_loss=_sft_loss(cfg),
         ref_model=bool(cfg.get("ref_model")),
         ref_quantization_bit=r.opt_int("ref_model_quantization_bit"),
         deepspeed=load_deepspeed(cfg.get("deepspeed"), base_dir),
@@ -418,5 +470,7 @@ def setup_from_config(
         or (r.flag("packing") if cfg.get("packing") is not None else stage == "pt"),
         neat_packing=r.flag("neat_packing"),
         eval=eval_from_config(cfg),
+        # HF's do_train defaults to false; a config that only evaluates or predicts does not train
+        do_train=r.flag("do_train", not evaluates),
         notes=_notes(cfg, custom, optim),
     )

@@ -53,6 +53,17 @@ RM = LogitBytes(train=20.0, eval=20.0)
 # upcast (4) and the log-softmax output (4). Liger's fused loss only runs in training (liger_kernel/transformers/
 # model/*.py lce_forward: `skip_logits = self.training and labels is not None`), so these logits exist with Liger.
 SFT = LogitBytes(train=float(CE_BYTES_PER_LOGIT), eval=10.0)
+# The SFT loss variants (train/sft/workflow.py sets compute_loss_func; train/trainer_utils.py): DFT weighs the
+# cross-entropy by the token's probability (its own fp32 log-softmax, 12 B like the plain loss); EAFT adds an
+# entropy weight (13 B); ASFT adds a KL term to a reference model's logits (train/sft/trainer.py compute_loss runs
+# the reference under no_grad): fp32 and shifted contiguous copies of both logits, softmax, log-softmax and
+# kl_div's elementwise output, 44 B. Evaluation runs the plain loss (10 B).
+SFT_VARIANTS = {
+    "ce": SFT,
+    "dft": LogitBytes(train=12.0, eval=10.0),
+    "eaft": LogitBytes(train=13.0, eval=10.0),
+    "asft": LogitBytes(train=44.0, eval=10.0),
+}
 
 
 @dataclass(frozen=True)
@@ -80,7 +91,9 @@ def stage_cost(setup: TrainSetup) -> StageCost:
         return StageCost(2, 0, logits, False, copy, 0)
     if stage == "rm":
         return StageCost(2, 0, RM, False, False, setup.arch.hidden_size + 1)
-    return StageCost(1, 0, SFT, True, False, 0)
+    # ASFT loads a reference copy for every method but LoRA (train/sft/workflow.py:56-58, create_ref_model)
+    copy = setup.sft_loss == "asft" and not setup.is_lora
+    return StageCost(1, 0, SFT_VARIANTS[setup.sft_loss], True, copy, 0)
 
 
 def reference_weight_bytes(setup: TrainSetup) -> float:
@@ -91,5 +104,7 @@ def reference_weight_bytes(setup: TrainSetup) -> float:
 
     if not stage_cost(setup).reference_copy:
         return 0.0
-    bits = setup.ref_quantization_bit if setup.ref_model else setup.quant_bits
+    bits = (
+        setup.ref_quantization_bit if setup.ref_model and setup.stage in ("dpo", "kto") else setup.quant_bits
+    )
     return base_weight_bytes(setup.arch, bits, setup.double_quantization)
