@@ -8,61 +8,20 @@ Also times `lf-tuner estimate` end to end (wall clock, fresh process).
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lf_tuner.memory import GIB, estimate, setup_from_config  # noqa: E402
+from lf_tuner.memory import calibration_files, read_calibration  # noqa: E402
 from lf_tuner.models import resolve_model  # noqa: E402
 
-# Row `model` names of the calibration files -> catalog names.
-ALIASES = {
-    "qwen2.5-0.5b": "Qwen2.5-0.5B",
-    "qwen2.5-1.5b": "Qwen2.5-1.5B",
-    "qwen2.5-3b": "Qwen2.5-3B",
-    "qwen2.5-7b": "Qwen2.5-7B",
-    "qwen2.5-14b": "Qwen2.5-14B",
-    "llama3.1-8b": "Llama-3.1-8B",
-    "qwen3-4b": "Qwen3-4B",
-    "mistral-7b-v0.3": "Mistral-7B-v0.3",
-    "gemma-2-2b": "gemma-2-2b",
-    "phi-3.5-mini": "Phi-3.5-mini",
-    "gemma-3-1b": "gemma-3-1b",
-    "llama3.2-1b": "Llama-3.2-1B",
-}
-# The base arguments of measure_vram.py (a row's own fields override them).
-BASE = {
-    "stage": "sft",
-    "finetuning_type": "lora",
-    "lora_target": "all",
-    "lora_rank": 8,
-    "per_device_train_batch_size": 1,
-    "gradient_accumulation_steps": 1,
-    "bf16": True,
-}
-META = {
-    "id",
-    "model",
-    "max_allocated",
-    "max_reserved",
-    "nvml_process_peak",
-    "nvml_device_peak",
-    "ok",
-    "error",
-    "mem_by_step",
-    "step_times",
-    "wall",
-    "source",
-    "template",
-}
 
-
-def readme_rule_gb(cfg: dict, params_b: float) -> float:
+def readme_rule_gb(cfg: dict[str, Any], params_b: float) -> float:
     """LLaMA-Factory README's "Hardware Requirement" table: GB by method and bits, ignoring sequence length."""
     if cfg.get("finetuning_type") == "full":
         return (8 if cfg.get("pure_bf16") else 18) * params_b
@@ -70,44 +29,26 @@ def readme_rule_gb(cfg: dict, params_b: float) -> float:
     return {None: 2.0, 8: 1.0, 4: 0.5}.get(bits, 2.0) * params_b
 
 
-def per_1k_rule_gb(cfg: dict, params_b: float) -> float:
+def per_1k_rule_gb(cfg: dict[str, Any], params_b: float) -> float:
     """A common rule of thumb: the README's weight term plus 2.5 GB per 1K tokens of the micro-batch."""
     tokens = cfg["cutoff_len"] * cfg.get("per_device_train_batch_size", 1)
     return readme_rule_gb(cfg, params_b) + 2.5 * tokens / 1000
 
 
-def rows(paths: list[Path]) -> list[dict]:
-    out = []
-    for path in paths:
-        for line in path.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                if row.get("ok", True) and row.get("nvml_process_peak"):
-                    out.append({**row, "_file": path.name})
-    return out
-
-
 def main() -> None:
-    args = [Path(a) for a in sys.argv[1:]]
-    if not args:
-        shared = ROOT.parent / "shared" / "calibration" / "vram_h100.jsonl"
-        args = ([shared] if shared.exists() else []) + sorted((ROOT / "calibration").glob("*.jsonl"))
-    data = rows(args)
+    args = [Path(a) for a in sys.argv[1:]] or calibration_files(ROOT)
+    data = read_calibration(args)
     errors, baselines = [], {"README rule": [], "2.5 GB/1K tokens": []}
     print(f"{'id':28s} {'file':28s} {'measured':>9s} {'estimate':>9s} {'error':>8s}  phase")
     for row in data:
-        cfg = {**BASE, **{k: v for k, v in row.items() if k not in META and not k.startswith("_")}}
-        arch = resolve_model(ALIASES.get(row["model"], row["model"]))
-        est = estimate(setup_from_config(cfg, arch))
-        measured = row["nvml_process_peak"] / GIB
-        err = (est.total_gib - measured) / measured * 100
-        errors.append(err)
-        measured_gb = row["nvml_process_peak"] / 1e9
-        params_b = arch.total_params / 1e9
+        errors.append(row.error_pct)
+        measured_gb = row.measured_bytes / 1e9
+        params_b = resolve_model(row.model).total_params / 1e9
         for name, rule in (("README rule", readme_rule_gb), ("2.5 GB/1K tokens", per_1k_rule_gb)):
-            baselines[name].append((rule(cfg, params_b) - measured_gb) / measured_gb * 100)
+            baselines[name].append((rule(row.config, params_b) - measured_gb) / measured_gb * 100)
         print(
-            f"{row['id']:28s} {row['_file']:28s} {measured:9.2f} {est.total_gib:9.2f} {err:+7.1f}%  {est.phase}"
+            f"{row.id:28s} {row.file:28s} {row.measured_gib:9.2f} {row.estimated_gib:9.2f} "
+            f"{row.error_pct:+7.1f}%  {row.phase}"
         )
     if errors:
         mean = sum(abs(e) for e in errors) / len(errors)

@@ -5,6 +5,9 @@ and evaluation when the run evaluates); `report_fit` checks it against GPU budge
 `DeepSpeed` and `Fsdp` are the layouts. docs/memory-model.md derives every term.
 """
 
+from lf_tuner.memory.calibration import OVER_LIMIT_PCT as CALIBRATION_OVER_LIMIT_PCT
+from lf_tuner.memory.calibration import UNDER_LIMIT_PCT as CALIBRATION_UNDER_LIMIT_PCT
+from lf_tuner.memory.calibration import CalibrationRow, calibration_files, read_calibration
 from lf_tuner.memory.fit import (
     Budget,
     Change,
@@ -51,6 +54,8 @@ from lf_tuner.memory.stages import CE_BYTES_PER_LOGIT, LogitBytes, stage_cost
 
 __all__ = [
     "ATTENTIONS",
+    "CALIBRATION_OVER_LIMIT_PCT",
+    "CALIBRATION_UNDER_LIMIT_PCT",
     "CE_BYTES_PER_LOGIT",
     "CUDA_CONTEXT_BYTES",
     "CUSTOM_OPTIMIZERS",
@@ -64,6 +69,7 @@ __all__ = [
     "RENDERABLE",
     "STAGES",
     "Budget",
+    "CalibrationRow",
     "Change",
     "DeepSpeed",
     "Estimate",
@@ -74,6 +80,7 @@ __all__ = [
     "LogitBytes",
     "Peak",
     "TrainSetup",
+    "calibration_files",
     "estimate",
     "eval_from_config",
     "fit_changes",
@@ -85,6 +92,7 @@ __all__ = [
     "max_cutoff",
     "oft_params",
     "parse_kind",
+    "read_calibration",
     "report_fit",
     "setup_from_config",
     "stage_cost",
