@@ -197,3 +197,71 @@ def test_tables_are_never_cut_to_fit(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "…" not in out
     for arch in CATALOG:
         assert f" {arch.vocab_size} " in out and f" {arch.max_positions} " in out
+
+
+def test_deepspeed_both_spellings(tmp_path: Path) -> None:
+    args = ["estimate", "--model", "Qwen2.5-7B", "--method", "full", "--gpus", "4", "--json"]
+    dash = json.loads(invoke(*args, "--deepspeed", "z3-offload").stdout)
+    under = json.loads(invoke(*args, "--deepspeed", "z3_offload").stdout)
+    assert dash == under and dash["layout"] == "DeepSpeed z3-offload"
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"}}}))
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(f"model_name_or_path: Qwen2.5-7B\nfinetuning_type: full\ndeepspeed: {ds}\n")
+    from_file = json.loads(invoke("estimate", "--config", str(cfg), "--gpus", "4", "--json").stdout)
+    assert from_file["layout"] == "DeepSpeed z3-offload"
+
+
+def test_stage_flag_and_title() -> None:
+    result = invoke("estimate", "--model", "Qwen2.5-0.5B", "--stage", "dpo", "--cutoff", "1024")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[0] == "Qwen2.5-0.5B · lora · dpo · cutoff 1024 × batch 1"
+    sft = json.loads(invoke("estimate", "--model", "Qwen2.5-0.5B", "--cutoff", "1024", "--json").stdout)
+    dpo = json.loads(
+        invoke("estimate", "--model", "Qwen2.5-0.5B", "--stage", "dpo", "--cutoff", "1024", "--json").stdout
+    )
+    assert dpo["total_gib"] > sft["total_gib"] and dpo["tokens_per_micro_batch"] == 2 * 1024
+
+
+def test_accelerate_config_sets_fsdp_and_gpus(tmp_path: Path) -> None:
+    accelerate = tmp_path / "fsdp.yaml"
+    accelerate.write_text(
+        "distributed_type: FSDP\nnum_processes: 8\nnum_machines: 2\nfsdp_config:\n"
+        "  fsdp_sharding_strategy: HYBRID_SHARD\n  fsdp_offload_params: false\n"
+    )
+    result = invoke(
+        "estimate", "--model", "Qwen2.5-7B", "--method", "full", "--accelerate-config", str(accelerate)
+    )
+    assert result.exit_code == 0, result.output
+    assert "8 GPUs on 2 nodes · FSDP hybrid-shard" in result.stdout
+    assert "FSDP gathered units" in result.stdout
+    bad = tmp_path / "ds.yaml"
+    bad.write_text("distributed_type: DEEPSPEED\n")
+    refused = invoke("estimate", "--model", "Qwen2.5-7B", "--accelerate-config", str(bad))
+    assert refused.exit_code == 1 and "put `deepspeed: ds_z3_config.json` there instead" in refused.output
+
+
+def test_evaluation_line_and_notes(tmp_path: Path) -> None:
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(
+        "model_name_or_path: Qwen2.5-0.5B\nfinetuning_type: full\nuse_galore: true\ncutoff_len: 1024\n"
+        "per_device_train_batch_size: 1\nval_size: 0.1\neval_strategy: steps\nper_device_eval_batch_size: 4\n"
+    )
+    result = invoke("estimate", "--config", str(cfg))
+    assert result.exit_code == 0, result.output
+    lines = strip(result.stdout).splitlines()
+    assert any(line.startswith("  training peak per GPU") for line in lines)
+    assert any(line.startswith("  evaluation peak per GPU") for line in lines)
+    assert any(line.startswith("evaluation (eval batch 4 × 1024 tokens): ") for line in lines)
+    assert result.stderr.startswith("note: galore: LLaMA-Factory builds it only for optim")
+    data = json.loads(invoke("estimate", "--config", str(cfg), "--json").stdout)
+    assert data["total_gib"] == max(data["train_gib"], data["eval_gib"])
+    assert data["notes"] and set(data["eval_components"]) >= {"logits_loss", "activations", "cuda_context"}
+
+
+def test_ppo_config_is_refused_in_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "ppo.yaml"
+    cfg.write_text("model_name_or_path: Qwen2.5-0.5B\nstage: ppo\nreward_model: saves/rm\n")
+    result = invoke("estimate", "--config", str(cfg))
+    assert result.exit_code == 1
+    assert "stage ppo is not estimated" in result.output and "Traceback" not in result.output

@@ -94,6 +94,46 @@ CASES = [
     ),
     ("no GPU choice, no VRAM record", dict(record_vram=False), ["llamafactory-cli", "train", CFG], {}),
     (
+        "FSDP through accelerate, two GPUs",
+        dict(cli="/opt/lf/bin/llamafactory-cli", gpus=[0, 1], accelerate_config="/cfg/fsdp.yaml"),
+        [
+            "/opt/lf/bin/accelerate",
+            "launch",
+            "--config_file",
+            "/cfg/fsdp.yaml",
+            "--num_processes",
+            "2",
+            "-m",
+            "llamafactory.launcher",
+            CFG,
+        ],
+        {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": "0,1", "RECORD_VRAM": "1"},
+    ),
+    (
+        "FSDP through accelerate, node 1 of 2",
+        dict(gpus=[0, 1], nnodes=2, node_rank=1, master_addr="head", accelerate_config="/cfg/fsdp.yaml"),
+        [
+            "accelerate",
+            "launch",
+            "--config_file",
+            "/cfg/fsdp.yaml",
+            "--num_processes",
+            "4",
+            "--num_machines",
+            "2",
+            "--machine_rank",
+            "1",
+            "--main_process_ip",
+            "head",
+            "--main_process_port",
+            "29500",
+            "-m",
+            "llamafactory.launcher",
+            CFG,
+        ],
+        {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": "0,1", "RECORD_VRAM": "1"},
+    ),
+    (
         "own llamafactory-cli",
         dict(cli="/opt/lf/bin/llamafactory-cli", gpus=[0]),
         ["/opt/lf/bin/llamafactory-cli", "train", CFG],
@@ -112,6 +152,9 @@ def test_build_command(case: str, kwargs: dict, argv: list[str], env: dict[str, 
 def test_path_with_spaces_is_fine_without_torchrun() -> None:
     command = build_command("/my runs/a b.yaml", gpus=[0])
     assert command.argv == ["llamafactory-cli", "train", "/my runs/a b.yaml"]
+    # accelerate passes its arguments on as a list: no torchrun relaunch that splits them
+    command = build_command("/my runs/a b.yaml", gpus=[0, 1], accelerate_config="fsdp.yaml")
+    assert command.argv[-1] == "/my runs/a b.yaml" and "FORCE_TORCHRUN" not in command.env
 
 
 @pytest.mark.parametrize(
@@ -132,6 +175,10 @@ def test_path_with_spaces_is_refused_under_torchrun(kwargs: dict) -> None:
         (dict(ray_workers=2, nnodes=2, master_addr="h"), r"--ray and --nnodes exclude each other"),
         (dict(cpu=True, gpus=[0]), r"use_cpu: a CPU run cannot also select GPUs"),
         (dict(ray_workers=0), r"ray_num_workers: must be at least 1"),
+        (
+            dict(accelerate_config="f.yaml", deepspeed=True),
+            r"FSDP through accelerate excludes Ray, DeepSpeed",
+        ),
     ],
 )
 def test_build_command_rejects(kwargs: dict, message: str) -> None:

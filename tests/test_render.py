@@ -22,6 +22,7 @@ from lf_tuner.config.render import (
     yaml_scalar,
 )
 from lf_tuner.errors import LfTunerError
+from lf_tuner.memory import DeepSpeed
 
 GOLDEN = Path(__file__).parent / "golden" / "render"
 CASES = [(name, method) for name in builtin_names() for method in METHODS]
@@ -406,13 +407,26 @@ def test_zero3_cross_rule() -> None:
     assert "pure_bf16: `pure_bf16` is incompatible with DeepSpeed ZeRO-3" in result.output
 
 
-@pytest.mark.parametrize("kind", ["z2", "z2_offload", "z3", "z3_offload"])
+@pytest.mark.parametrize("kind", ["z2", "z2_offload", "z3", "z3_offload", "z2-offload", "z3-offload"])
 def test_deepspeed_templates_are_valid_json(kind: str) -> None:
     raw = json.loads(render_deepspeed(kind))
     zero = raw["zero_optimization"]
     assert zero["stage"] == int(kind[1])
     assert ("offload_optimizer" in zero) == kind.endswith("offload")
-    assert ("offload_param" in zero) == (kind == "z3_offload")
+    assert ("offload_param" in zero) == (kind.replace("-", "_") == "z3_offload")
+    # the one DeepSpeed type reads the JSON back as the kind it was written for
+    assert DeepSpeed.from_json(raw) == DeepSpeed.from_kind(kind)
+
+
+def test_render_deepspeed_takes_both_spellings(tmp_path: Path) -> None:
+    for kind in ("z3-offload", "z3_offload"):
+        out = tmp_path / f"{kind}.yaml"
+        args = ["render", "--preset", "security", "--method", "full", "--deepspeed", kind, "--schema-only"]
+        result = CliRunner().invoke(cli, [*args, "-o", str(out), "--force"])
+        assert result.exit_code == 0, result.output
+        assert yaml.safe_load(out.read_text())["deepspeed"] == str(
+            (tmp_path / "ds_z3_offload_config.json").resolve()
+        )
 
 
 def test_explain_prints_reasons_on_stderr() -> None:

@@ -129,6 +129,38 @@ def test_dry_run_without_nvml_plans_the_gpus_named(
     assert result.stderr == f"note: NVML sees no GPU here; planning for GPU {visible} from --gpus {gpus}\n"
 
 
+def test_dry_run_with_an_accelerate_config_launches_accelerate(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(project))  # planning only
+    cfg = yaml.safe_load((project / "train.yaml").read_text())
+    cfg.pop("use_cpu")
+    (project / "gpu.yaml").write_text(yaml.safe_dump(cfg))
+    accelerate = project / "fsdp.yaml"
+    accelerate.write_text(
+        "distributed_type: FSDP\nnum_processes: 2\nnum_machines: 1\nmixed_precision: bf16\n"
+        "fsdp_config:\n  fsdp_version: 2\n  fsdp_reshard_after_forward: true\n"
+    )
+    fake_gpus(
+        monkeypatch,
+        [GpuInfo(0, "NVIDIA A100", 80 * GIB, 79 * GIB), GpuInfo(1, "NVIDIA A100", 80 * GIB, 79 * GIB)],
+    )
+    result = invoke(
+        "run", "gpu.yaml", "--gpus", "0,1", "--accelerate-config", "fsdp.yaml", "--dry-run", "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    plan = json.loads(result.stdout)
+    config_path = str(project / "out" / "lf-tuner-config.yaml")
+    assert plan["argv"] == [
+        "accelerate", "launch", "--config_file", str(accelerate), "--num_processes", "2",
+        "-m", "llamafactory.launcher", config_path,
+    ]  # fmt: skip
+    assert "FORCE_TORCHRUN" not in plan["env"]
+    assert plan["estimate"]["layout"] == "FSDP2 full-shard"
+    text = invoke("run", "gpu.yaml", "--gpus", "0,1", "--accelerate-config", "fsdp.yaml", "--dry-run")
+    assert "argv:     accelerate launch --config_file" in text.stdout
+
+
 def test_dry_run_stages_a_config_path_with_spaces_for_torchrun(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
