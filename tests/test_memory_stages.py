@@ -347,3 +347,22 @@ def test_generation_keeps_a_kv_cache() -> None:
 def test_dpo_evaluation_scores_pairs_with_the_reference() -> None:
     est = estimate(setup(stage="dpo", cutoff_len=1024, eval=EvalSetup(batch_size=2))).eval
     assert est is not None and est.components["logits_loss"] == 32 * 2 * 1024 * Q7.vocab_size
+
+
+def test_gathering_without_a_known_eval_set_is_noted_and_verdict_names_evaluation() -> None:
+    from lf_tuner.memory import GIB, Budget, report_fit
+
+    cfg = {
+        "eval_strategy": "steps",
+        "val_size": 0.1,
+        "compute_accuracy": True,
+        "per_device_train_batch_size": 1,
+    }
+    s = setup_from_config(cfg, Q05)
+    assert any("set eval_accumulation_steps: 1" in note for note in s.notes)
+    assert not setup_from_config({**cfg, "eval_accumulation_steps": 1}, Q05).notes
+    assert not setup_from_config({**cfg, "val_size": 200}, Q05).notes  # the eval set's size is known
+    est = estimate(s)
+    assert est.eval is not None and est.eval.total_bytes > est.train_bytes
+    report = report_fit(est, [Budget("4 GiB GPU", 4 * GIB)])
+    assert report.lines[0].endswith("(the evaluation peak)")

@@ -69,6 +69,9 @@ def report_fit(est: Estimate, budgets: list[Budget]) -> FitReport:
     total = est.total_bytes
     lines: list[str] = []
     checks: list[GpuFit] = []
+    which = (
+        " (the evaluation peak)" if est.eval is not None and est.eval.total_bytes > est.train_bytes else ""
+    )
     for gpu in budgets:
         headroom = gpu.budget_bytes - total
         fits = headroom >= 0
@@ -76,7 +79,7 @@ def report_fit(est: Estimate, budgets: list[Budget]) -> FitReport:
         verdict = (
             f"fits, headroom {headroom / GIB:.2f} GiB"
             if fits
-            else f"does NOT fit: short by {-headroom / GIB:.2f} GiB"
+            else f"does NOT fit: short by {-headroom / GIB:.2f} GiB{which}"
         )
         lines.append(f"{gpu.name}: {verdict}")
     tightest = min(budgets, key=lambda g: g.budget_bytes)

@@ -23,7 +23,7 @@ from typing import Any
 
 from lf_tuner.memory.optimizers import optimizer_cost
 from lf_tuner.memory.params import lora_params, quantized_params, trainable_params, weight_bytes
-from lf_tuner.memory.setup import TrainSetup
+from lf_tuner.memory.setup import EvalSetup, TrainSetup
 from lf_tuner.memory.stages import StageCost, reference_weight_bytes, stage_cost
 
 __all__ = ["Estimate", "Peak", "estimate", "layer_activation_bytes", "lora_params", "trainable_params"]
@@ -504,40 +504,52 @@ def _train_peak(setup: TrainSetup, n_train: int, static: Static, cost: StageCost
 # The evaluation peak
 
 
-def _eval_peak(setup: TrainSetup, n_train: int, static: Static, cost: StageCost) -> Peak | None:
-    """An evaluation step during training (HF Trainer.evaluation_loop / prediction_step): a forward under no_grad
-    with `per_device_eval_batch_size`, next to the weights and optimizer states (gradients are freed by the
-    optimizer step's zero_grad). SFT with `predict_with_generate` generates instead (a KV cache of prompt plus
-    `max_new_tokens`, transformers' DynamicCache: 2 x layers x kv_dim x 2 B per token), and its predictions, or
-    `compute_accuracy`'s argmax ids (train/sft/metric.py eval_logit_processor), gather on the GPU with the labels
-    (int64, 8 B per token each) until `eval_accumulation_steps` moves them to the CPU."""
-    ev = setup.eval
-    if ev is None:
-        return None
-    arch = setup.arch
-    seq = setup.sequence_len
-    sequences = cost.sequences
-    tokens = ev.batch_size * seq * sequences
-    autocast, _ = _transients(setup, static, n_train)
-    generate = ev.predict_with_generate and setup.stage == "sft"
-    layer = no_grad_layer_bytes(setup) * tokens + _eager_attention_bytes(
-        replace(setup, batch_size=ev.batch_size)
-    )
-    if generate:
+@dataclass(frozen=True)
+class EvalWork:
+    """What one evaluation step allocates beyond the static part (bytes)."""
+
+    activations: float  # one layer's no-grad working set, and generation's KV cache
+    logits: float
+    gathered: float  # predictions and labels kept on the GPU between eval steps
+    logits_block: float  # the fp32 logits block the allocator's floor is sized by
+
+
+def eval_work(setup: TrainSetup, ev: EvalSetup, cost: StageCost) -> EvalWork:
+    """An evaluation step (HF Trainer.evaluation_loop / prediction_step) under no_grad with
+    `per_device_eval_batch_size`. SFT with `predict_with_generate` generates instead: a KV cache of prompt plus
+    `max_new_tokens` (transformers' DynamicCache, 2 x layers x kv_dim x 2 B per token) and the last position's
+    logits only. Its generated ids, or `compute_accuracy`'s argmax ids (train/sft/metric.py eval_logit_processor),
+    gather on the GPU with the labels (int64, 8 B per token each) until `eval_accumulation_steps` moves them to the
+    CPU; without it, for the whole eval set when the config tells its size."""
+    arch, seq = setup.arch, setup.sequence_len
+    tokens = ev.batch_size * seq * cost.sequences
+    layer = no_grad_layer_bytes(setup) * tokens
+    layer += _eager_attention_bytes(replace(setup, batch_size=ev.batch_size), cost.sequences)
+    if ev.predict_with_generate and setup.stage == "sft":
         cache = 2.0 * arch.num_layers * arch.kv_dim * 2.0 * ev.batch_size * (seq + ev.max_new_tokens)
-        logits = (
-            4.0 * ev.batch_size * arch.vocab_size * 2
-        )  # the last position's logits and their processed copy
+        logits = 2 * 4.0 * ev.batch_size * arch.vocab_size  # the last position's logits and a processed copy
         per_sample = 8.0 * (2 * seq + ev.max_new_tokens)
+        block = 0.0
     else:
         cache = 0.0
-        softcap = 2.0 * sequences if arch.logit_softcap else 0.0
+        softcap = 2.0 * cost.sequences if arch.logit_softcap else 0.0
         logits = ev.batch_size * seq * arch.vocab_size * (cost.logits.eval + softcap)
         per_sample = 16.0 * seq if (ev.compute_accuracy and setup.stage in ("sft", "pt")) else 0.0
+        block = 4.0 * ev.batch_size * seq * arch.vocab_size
     kept = ev.batch_size * (ev.accumulation_steps or 1)
     if ev.accumulation_steps is None and ev.samples is not None:
         kept = max(kept, ev.samples)
-    gathered = per_sample * kept if not ev.prediction_loss_only else 0.0
+    gathered = 0.0 if ev.prediction_loss_only else per_sample * kept
+    return EvalWork(layer + cache, logits, gathered, block)
+
+
+def _eval_peak(setup: TrainSetup, n_train: int, static: Static, cost: StageCost) -> Peak | None:
+    """The evaluation step next to the weights, trainable parameters and optimizer states (the optimizer step's
+    zero_grad freed the gradients); a run that does not train holds no trainable state."""
+    if setup.eval is None:
+        return None
+    work = eval_work(setup, setup.eval, cost)
+    autocast, _ = _transients(setup, static, n_train)
     if not setup.do_train:  # prediction only: the model is loaded for inference, nothing trains
         static = replace(static, params=0.0, opt_states=0.0)
         autocast = 0.0
@@ -546,14 +558,13 @@ def _eval_peak(setup: TrainSetup, n_train: int, static: Static, cost: StageCost)
         "trainable_params": static.params,
         "optimizer_states": static.opt_states,
         "autocast_cache": autocast,
-        "activations": layer + cache,
-        "logits_loss": logits,
-        "eval_predictions": gathered,
+        "activations": work.activations,
+        "logits_loss": work.logits,
+        "eval_predictions": work.gathered,
     }
     parts = {k: v for k, v in parts.items() if v > 0}
-    logits_block = 0.0 if generate else 4.0 * ev.batch_size * seq * arch.vocab_size
-    frag = _fragmentation(setup, layer + logits, logits_block)
     total = sum(parts.values())
+    frag = _fragmentation(setup, work.activations + work.logits, work.logits_block)
     return Peak(_overheads(setup, static, parts, frag), "eval", {"eval": int(total)})
 
 

@@ -363,12 +363,13 @@ def _sft_loss(cfg: Mapping[str, Any]) -> str:
 def _notes(cfg: Mapping[str, Any], custom: str | None, optim: str) -> tuple[str, ...]:
     """What LLaMA-Factory will do differently from what the config suggests (the estimate follows the config)."""
     notes = []
+    ev = eval_from_config(cfg)
     if cfg.get("use_asft_loss") and cfg.get("finetuning_type", "lora") == "lora":
         notes.append(
             "use_asft_loss: LLaMA-Factory 0.9.5 builds no reference model for LoRA (create_ref_model returns "
             "None) and ASFT's compute_loss then fails; use finetuning_type full, freeze or oft"
         )
-    if cfg.get("use_asft_loss") and eval_from_config(cfg) is not None:
+    if cfg.get("use_asft_loss") and ev is not None:
         notes.append(
             "use_asft_loss: evaluation fails in LLaMA-Factory 0.9.5 (train/sft/trainer.py compute_loss returns no "
             "outputs to prediction_step); drop eval_strategy/do_eval"
@@ -393,6 +394,16 @@ def _notes(cfg: Mapping[str, Any], custom: str | None, optim: str) -> tuple[str,
         notes.append(
             "oft_target: LLaMA-Factory 0.9.5 adapts the modules of lora_target (model/adapter.py:205)"
         )
+    gathers = (
+        ev is not None and (ev.compute_accuracy or ev.predict_with_generate) and not ev.prediction_loss_only
+    )
+    if ev is not None and gathers and ev.accumulation_steps is None and ev.samples is None:
+        notes.append(
+            "evaluation: predictions gather on the GPU for the whole eval set, whose size the config does not "
+            "tell (counted for one eval batch); set eval_accumulation_steps: 1"
+        )
+    if cfg.get("fp8"):
+        notes.append("fp8: FP8 matmuls (torchao) are not modelled; estimated as bf16 training")
     return tuple(notes)
 
 
