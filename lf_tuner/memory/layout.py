@@ -48,7 +48,7 @@ class DeepSpeed:
 
     Sizes are element counts as DeepSpeed takes them; None means "auto", which transformers' DeepSpeed integration
     fills from the model (transformers/integrations/deepspeed.py, `HfTrainerDeepSpeedConfig.trainer_config_finalize`:
-    reduce_bucket_size = hidden^2, stage3_prefetch_bucket_size = 0.9 hidden^2). The defaults are DeepSpeed's own
+    reduce_bucket_size = hidden^2). The defaults are DeepSpeed's own
     (deepspeed/runtime/zero/config.py) and equal LLaMA-Factory's example files.
     """
 
@@ -59,7 +59,6 @@ class DeepSpeed:
     overlap_comm: bool = False
     contiguous_gradients: bool = True
     max_live_parameters: float = 1e9
-    prefetch_bucket_size: float | None = 5e7
 
     @property
     def offload(self) -> bool:
@@ -87,7 +86,7 @@ class DeepSpeed:
             )
         stage, offload = int(kind[1]), kind.endswith("offload")
         if stage == 3:  # examples/deepspeed/ds_z3[_offload]_config.json
-            return cls(3, offload, offload, reduce_bucket_size=None, prefetch_bucket_size=None)
+            return cls(3, offload, offload, reduce_bucket_size=None)
         return cls(
             stage, offload_optimizer=offload
         )  # ds_z0/z2[_offload]_config.json: 5e8 buckets, no overlap
@@ -116,9 +115,6 @@ class DeepSpeed:
                 zero.get("stage3_max_live_parameters", 1e9), "stage3_max_live_parameters"
             )
             or 1e9,
-            prefetch_bucket_size=_number(
-                zero.get("stage3_prefetch_bucket_size", 5e7), "stage3_prefetch_bucket_size"
-            ),
         )
 
 
@@ -257,8 +253,3 @@ def fsdp_from_training_args(fsdp: Any, fsdp_config: Any = None) -> Fsdp | None:
     strategy = next((o.upper() for o in options if o.upper() in FSDP_STRATEGIES), "FULL_SHARD")
     version = int((fsdp_config or {}).get("version", 1) or 1) if isinstance(fsdp_config, Mapping) else 1
     return Fsdp(version=version, strategy=strategy, offload_params="offload" in options)
-
-
-def processes_of(config: Mapping[str, Any]) -> tuple[int, int]:
-    """(num_processes, num_machines) of an accelerate config."""
-    return int(config.get("num_processes", 1) or 1), int(config.get("num_machines", 1) or 1)

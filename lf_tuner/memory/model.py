@@ -103,10 +103,6 @@ class Estimate:
         return 0 if self.train is None else self.train.total_bytes
 
     @property
-    def eval_bytes(self) -> int | None:
-        return None if self.eval is None else self.eval.total_bytes
-
-    @property
     def total_bytes(self) -> int:
         """The peak that decides whether the run fits: training or evaluation, whichever is larger."""
         return max(self.train_bytes, self.eval.total_bytes if self.eval else 0)
@@ -225,9 +221,9 @@ def _zero(setup: TrainSetup, n_train: int, static: Static) -> Static:
         # lm_head, gathered for the forward's first and last step), each in bf16, at most stage3_max_live_parameters
         largest = max(arch.layer_params, arch.embedding_params)
         buffers = 2.0 * min(arch.layer_params + largest, ds.max_live_parameters + largest)
-    elif stage >= 1:
-        # the reduce (IPG) bucket: reduce_bucket_size elements in bf16 (contiguous_gradients), doubled with
-        # overlap_comm; "auto" is hidden^2 (transformers integrations/deepspeed.py)
+    elif stage >= 1 and ds.contiguous_gradients:
+        # the reduce (IPG) bucket: reduce_bucket_size elements in bf16, allocated with contiguous_gradients
+        # (stage_1_and_2.py setup_buckets), doubled with overlap_comm; "auto" is hidden^2
         bucket = ds.reduce_bucket_size if ds.reduce_bucket_size is not None else float(h * h)
         buffers = 2.0 * bucket * (2 if ds.overlap_comm else 1)
     else:

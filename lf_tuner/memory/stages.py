@@ -71,7 +71,6 @@ class StageCost:
     """What one micro-batch of a stage costs beyond a plain SFT step."""
 
     sequences: int  # sequences per micro-batch element that run with gradients (chosen + rejected: 2)
-    no_grad_sequences: int  # more sequences per element run forward without gradients (KTO's KL batch)
     logits: LogitBytes
     fused_loss: bool  # Liger's fused linear cross-entropy applies (pt, sft only: model/model_utils/liger_kernel.py:94)
     reference_copy: bool  # the reference is a second model in memory (not the adapter-disabled policy)
@@ -86,14 +85,14 @@ def stage_cost(setup: TrainSetup) -> StageCost:
         # LoRA uses the policy with its adapter disabled and every other method (freeze, full, OFT) loads a copy.
         copy = setup.uses_reference and (setup.ref_model or not setup.is_lora)
         if stage == "kto":
-            return StageCost(1, 1, KTO, False, copy, 0)
+            return StageCost(1, KTO, False, copy, 0)
         logits = DPO if setup.uses_reference else DPO_REFERENCE_FREE
-        return StageCost(2, 0, logits, False, copy, 0)
+        return StageCost(2, logits, False, copy, 0)
     if stage == "rm":
-        return StageCost(2, 0, RM, False, False, setup.arch.hidden_size + 1)
+        return StageCost(2, RM, False, False, setup.arch.hidden_size + 1)
     # ASFT loads a reference copy for every method but LoRA (train/sft/workflow.py:56-58, create_ref_model)
     copy = setup.sft_loss == "asft" and not setup.is_lora
-    return StageCost(1, 0, SFT_VARIANTS[setup.sft_loss], True, copy, 0)
+    return StageCost(1, SFT_VARIANTS[setup.sft_loss], True, copy, 0)
 
 
 def reference_weight_bytes(setup: TrainSetup) -> float:
