@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from lf_tuner.cli import cli
 from lf_tuner.errors import BadValue
 from lf_tuner.sweep import SpecError, parse_spec
-from lf_tuner.sweep.space import eval_expr, grid_points, grid_size, preview
+from lf_tuner.sweep.expr import ExprError, eval_expr, expr_names
+from lf_tuner.sweep.space import Space, preview
 
 BASE: dict[str, Any] = {
     "base": "train.yaml",
@@ -35,6 +36,14 @@ def spec_with(**changes: Any) -> dict[str, Any]:
     return data
 
 
+def grid_points(spec: Any) -> list[dict[str, Any]]:
+    return Space(spec.parameters).grid_points()
+
+
+def grid_size(spec: Any) -> int:
+    return Space(spec.parameters).grid_size()
+
+
 def test_grid_points_in_stable_order_with_tied_values() -> None:
     spec = parse_spec(BASE)
     assert grid_size(spec) == 6
@@ -48,9 +57,12 @@ def test_grid_points_in_stable_order_with_tied_values() -> None:
     ]
 
 
-@given(st.lists(st.lists(st.integers(0, 99), min_size=1, max_size=4, unique=True), min_size=1, max_size=4))
+INT_KEYS = ["lora_rank", "max_steps", "save_steps", "seed"]
+
+
+@given(st.lists(st.lists(st.integers(1, 99), min_size=1, max_size=4, unique=True), min_size=1, max_size=4))
 def test_grid_size_is_the_product_of_the_value_counts(lists: list[list[int]]) -> None:
-    params = {f"p{i}": {"values": values} for i, values in enumerate(lists)}
+    params = {INT_KEYS[i]: {"values": values} for i, values in enumerate(lists)}
     spec = parse_spec(spec_with(parameters=params))
     points = grid_points(spec)
     expected = 1
@@ -76,10 +88,58 @@ def test_grid_respects_max_trials_and_chained_expressions() -> None:
 def test_eval_expr_is_arithmetic_only() -> None:
     assert eval_expr("2 * r + 1", {"r": 8}) == 17
     assert eval_expr("r / 4", {"r": 8}) == 2.0
-    with pytest.raises(SpecError, match=r"parameters\.a\.expr: cannot read .*`Attribute` is not allowed"):
-        parse_spec(spec_with(parameters={"r": {"values": [1]}, "a": {"expr": "r.__class__"}}))
-    with pytest.raises(SpecError, match=r"parameters\.a\.expr: cannot read .*only min, max"):
-        parse_spec(spec_with(parameters={"r": {"values": [1]}, "a": {"expr": "__import__('os')"}}))
+    params = {"lora_rank": {"values": [1]}, "lora_alpha": {"expr": "lora_rank.__class__"}}
+    with pytest.raises(
+        SpecError, match=r"parameters\.lora_alpha\.expr: cannot read .*`Attribute` is not allowed"
+    ):
+        parse_spec(spec_with(parameters=params))
+    params["lora_alpha"] = {"expr": "__import__('os')"}
+    with pytest.raises(SpecError, match=r"parameters\.lora_alpha\.expr: cannot read .*only min, max"):
+        parse_spec(spec_with(parameters=params))
+
+
+# what the spec check accepts is exactly what evaluates: one whitelist (`~a` once passed one copy and
+# evaluated as `not a` in the other)
+EXPRESSIONS = [
+    ("2 * r", 16),
+    ("-r", -8),
+    ("+r", 8),
+    ("not r", False),
+    ("r // 3 + r % 3", 4),
+    ("r ** 2", 64),
+    ("min(r, 4) if r > 2 else max(r, 1)", 4),
+    ("1 < r <= 8", True),
+    ("round(r / 3)", 3),
+    ("abs(-r)", 8),
+    ("~r", None),
+    ("r << 1", None),
+    ("r & 1", None),
+    ("r.real", None),
+    ("[r]", None),
+    ("'x'", None),
+    ("r if True else 1", None),
+    ("pow(r, 2)", None),
+    ("min", None),
+    ("lambda: r", None),
+]
+
+
+@pytest.mark.parametrize(("expr", "expected"), EXPRESSIONS)
+def test_one_whitelist_checks_and_evaluates(expr: str, expected: Any) -> None:
+    if expected is None:
+        with pytest.raises(ExprError):
+            expr_names(expr)
+        with pytest.raises(ExprError):
+            eval_expr(expr, {"r": 8})
+    else:
+        assert expr_names(expr) == {"r"}
+        assert eval_expr(expr, {"r": 8}) == expected
+
+
+def test_an_inverted_expression_is_refused_in_the_spec() -> None:
+    params = {"lora_rank": {"values": [8]}, "lora_alpha": {"expr": "~lora_rank"}}
+    with pytest.raises(SpecError, match=r"lora_alpha\.expr: cannot read `~lora_rank`: the operator `Invert`"):
+        parse_spec(spec_with(parameters=params))
 
 
 def test_random_preview_is_reproducible_and_within_bounds() -> None:
@@ -110,7 +170,10 @@ def test_random_preview_is_reproducible_and_within_bounds() -> None:
             {"parameters": {"learning_rate": {"valuse": [1]}}},
             r"parameters\.learning_rate\.valuse: unknown key `valuse`; did you mean `values`\?",
         ),
-        ({"method": "bayes"}, r"method: Input should be 'grid', 'random' or 'tpe'"),
+        (
+            {"method": "bayes"},
+            r"method: Input should be 'grid', 'random', 'sobol', 'tpe', 'cmaes' or 'nsga2'",
+        ),
         (
             {"parameters": {"lr": {"distribution": "uniform", "min": 0, "max": 1}}},
             r"parameters\.lr: grid search takes only `values",
@@ -142,6 +205,113 @@ def test_random_preview_is_reproducible_and_within_bounds() -> None:
         ({"preset": "lora-sft"}, r"base: give either `base: train.yaml` or `preset: NAME`"),
         ({"budget": {"max_steps": 0}}, r"budget\.max_steps: Input should be greater than 0"),
         ({"divergence_factor": 1.0}, r"divergence_factor: Input should be greater than 1"),
+        # names and values LLaMA-Factory would refuse, before any trial starts
+        (
+            {"parameters": {"learning_rat": {"values": [1.0e-4]}}},
+            r"parameters\.learning_rat: unknown LLaMA-Factory 0\.9\.5 key; did you mean `learning_rate`\?",
+        ),
+        (
+            {"parameters": {"learning_rate": {"values": ["high"]}}},
+            r'parameters\.learning_rate: "high" is a str, expected float',
+        ),
+        (
+            {"parameters": {"lora_rank": {"values": [8, 16.5]}}},
+            r"parameters\.lora_rank: 16\.5 is a float, expected int",
+        ),
+        (
+            {
+                "method": "tpe",
+                "max_trials": 4,
+                "parameters": {"lora_rank": {"distribution": "uniform", "min": 1, "max": 8}},
+            },
+            r"parameters\.lora_rank: 1\.0 is a float, expected int",
+        ),
+        (
+            {"parameters": {"learning_rate": {"values": [-1.0e-4]}}},
+            r"parameters\.learning_rate: -0\.0001 must be greater than 0",
+        ),
+        (
+            {"parameters": {"lora_rank": {"values": [8]}, "lora_alpah": {"expr": "2 * lora_rank"}}},
+            r"parameters\.lora_alpah: unknown LLaMA-Factory .* did you mean `lora_alpha` or",
+        ),
+        # samplers, pruners and early stopping take optuna's arguments, checked against its signatures
+        (
+            {"method": "tpe", "max_trials": 4, "sampler": {"n_startup_trial": 2}},
+            r"sampler\.n_startup_trial: not an argument of optuna's TPESampler; did you mean `n_startup_trials`\?",
+        ),
+        (
+            {"method": "tpe", "max_trials": 4, "sampler": {"seed": 2}},
+            r"sampler\.seed: set by the spec itself",
+        ),
+        ({"sampler": {"n_startup_trials": 2}}, r"sampler: grid search takes no sampler arguments"),
+        (
+            {"pruner": {"type": "median", "n_startup_trial": 2}},
+            r"pruner\.n_startup_trial: not an argument of optuna's MedianPruner; did you mean `n_startup_trials`\?",
+        ),
+        (
+            {"pruner": "asha"},
+            r"pruner\.type: Input should be 'median', 'successive_halving', 'hyperband' or 'none'",
+        ),
+        (
+            {"intermediate": "eval_accuracy"},
+            r"intermediate: `eval_accuracy` is not written to trainer_log\.jsonl",
+        ),
+        (
+            {"metric": {"name": "eval_accuracy", "goal": "maximize"}, "early_stopping": {"patience": 2}},
+            r"early_stopping: stops on `eval_loss` .* the metric must be `eval_loss` itself",
+        ),
+        ({"early_stopping": {"patience": 0}}, r"early_stopping\.patience: Input should be greater than 0"),
+        # several metrics
+        (
+            {
+                "metric": None,
+                "metrics": [{"name": "eval_loss"}, {"name": "train_runtime"}],
+                "method": "cmaes",
+                "max_trials": 3,
+            },
+            r"method: CMA-ES optimises one metric",
+        ),
+        (
+            {
+                "metric": None,
+                "metrics": [{"name": "eval_loss"}, {"name": "train_runtime"}],
+                "pruner": "median",
+            },
+            r"pruner: optuna cannot prune a multi-objective study",
+        ),
+        ({"metrics": [{"name": "eval_loss"}]}, r"metric: give `metric: \{name: \.\.\., goal: \.\.\.\}` or"),
+        # stages
+        (
+            {"stages": [{"name": "a"}, {"name": "a"}]},
+            r"stages\.1\.name: `a` is already the name of an earlier stage",
+        ),
+        ({"stages": [{"name": "a b"}]}, r"stages\.0\.name: use letters, digits"),
+        ({"stages": [{"name": "a"}], "max_trials": 3}, r"max_trials: with `stages:` each stage has its own"),
+        (
+            {"stages": [{"name": "a", "parameters": {"lora_dropout": {"values": [0.1]}}}]},
+            r"stages\.0\.parameters\.lora_dropout: not a parameter of the sweep",
+        ),
+        (
+            {"stages": [{"name": "a"}, {"name": "b", "parameters": {"learning_rate": {"around_best": 3}}}]},
+            r"stages\.1\.parameters\.learning_rate: grid search takes only values; use `values_around_best",
+        ),
+        (
+            {
+                "stages": [
+                    {"name": "a"},
+                    {"name": "b", "parameters": {"learning_rate": {"values_around_best": [0, 1]}}},
+                ]
+            },
+            r"stages\.1\.parameters\.learning_rate\.values_around_best: give positive factors",
+        ),
+        (
+            {"stages": [{"name": "a"}, {"name": "b", "method": "tpe"}]},
+            r"stages\.1\.max_trials: required for `method: tpe`",
+        ),
+        (
+            {"stages": [{"name": "a", "parameters": {"learning_rate": {"valeus": [1]}}}]},
+            r"stages\.0\.parameters\.learning_rate\.valeus: unknown key `valeus`; did you mean `values`\?",
+        ),
     ],
 )
 def test_spec_problems_name_the_key(changes: dict[str, Any], message: str) -> None:
@@ -154,12 +324,12 @@ def test_all_problems_are_reported_at_once() -> None:
     del data["metric"]
     with pytest.raises(SpecError) as info:
         parse_spec(data)
-    lines = info.value.message.splitlines()
-    assert lines == [
-        "spec: metric: required key is missing",
-        "spec: max_trial: unknown key `max_trial`; did you mean `max_trials`?",
-        "spec: metrc: unknown key `metrc`; did you mean `metric`?",
+    assert info.value.message.splitlines() == [
+        "spec has 2 problems:",
+        "max_trial: unknown key `max_trial`; did you mean `max_trials`?",
+        "metrc: unknown key `metrc`; did you mean `metric` or `metrics`?",
     ]
+    assert [str(p) for p in info.value.problems] == info.value.message.splitlines()[1:]
 
 
 def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
@@ -199,7 +369,9 @@ def test_bad_spec_exits_1_with_one_line_per_problem(tmp_path: Path) -> None:
     path = _write(tmp_path, spec_with(max_trial=3))
     result = CliRunner().invoke(cli, ["sweep", str(path), "--dry-run"])
     assert result.exit_code == 1
-    assert result.stderr == f"Error: {path}: max_trial: unknown key `max_trial`; did you mean `max_trials`?\n"
+    assert result.stderr == (
+        f"Error: {path} has 1 problem:\nmax_trial: unknown key `max_trial`; did you mean `max_trials`?\n"
+    )
 
 
 def test_missing_and_malformed_spec_files(tmp_path: Path) -> None:

@@ -14,10 +14,6 @@ import click
 from lf_tuner.errors import LfTunerError
 
 
-def _default_launcher() -> str:
-    return "run" if importlib.util.find_spec("lf_tuner.cli.run") is not None else "llamafactory"
-
-
 class Stopped(click.ClickException):
     """The sweep was interrupted: exit 130 like any program stopped by Ctrl-C."""
 
@@ -28,24 +24,41 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _echo(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
 @click.command("sweep")
 @click.argument("spec_path", metavar="SPEC.yaml", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
     "--dir",
     "sweep_dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Folder of the study (optuna.journal) and the trial-NNN/ runs  [default: sweeps/<spec name>]",
+    help="Folder of the trial-NNN/ runs (and of optuna.journal, the default storage)  [default: sweeps/<spec name>]",
+)
+@click.option(
+    "--storage",
+    envvar="LF_TUNER_STORAGE",
+    help="Where the study lives: sqlite:///FILE, postgresql://..., mysql://... (one database for several "
+    "machines) or a journal file  [default: DIR/optuna.journal; env LF_TUNER_STORAGE]",
+)
+@click.option(
+    "--study", "study_name", default="lf-tuner-sweep", show_default=True, help="Study name in the storage."
+)
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True),
+    help="Finished runs to add as completed trials: a .csv/.md table (a column per parameter and metric), "
+    "an earlier sweep's DIR, or a folder of `lf-tuner run` outputs. Repeatable.",
 )
 @click.option(
     "--gpus",
     help="GPUs to spread trials over, as for `run`: all, a count (4), positions (0,2), or cpu  "
     "[default: all visible GPUs, else cpu]",
 )
-@click.option(
-    "--worker",
-    is_flag=True,
-    help="Join a sweep other machines run in the same DIR on a shared filesystem (never reclaims their trials).",
-)
+@click.option("--worker", is_flag=True, help="Join a sweep other machines run (never reclaims their trials).")
 @click.option(
     "--launcher",
     type=click.Choice(["run", "llamafactory"]),
@@ -53,124 +66,152 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     "`llamafactory` = `llamafactory-cli train` directly  [default: run]",
 )
 @click.option(
-    "--dry-run",
-    is_flag=True,
-    help="List the trials (grid: all; random/tpe: the first sampled) and start nothing.",
+    "--slurm-script",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write a Slurm array job whose tasks join this sweep as workers, and start nothing.",
 )
+@click.option("--slurm-tasks", type=click.IntRange(min=1), default=4, show_default=True, help="Array size.")
+@click.option("--force", is_flag=True, help="Replace an existing --slurm-script file.")
+@click.option("--dry-run", is_flag=True, help="List the first stage's trials and start nothing.")
 @click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Machine output on stdout: the trial list with --dry-run, else the summary.",
+    "--json", "as_json", is_flag=True, help="Machine output on stdout: the trial list or the summary."
 )
 @click.option("--poll", "poll_s", type=click.FloatRange(min=0.01), default=1.0, hidden=True)
-def command(
-    spec_path: Path,
-    sweep_dir: Path | None,
-    gpus: str | None,
-    worker: bool,
-    launcher: str | None,
-    dry_run: bool,
-    as_json: bool,
-    poll_s: float,
-) -> None:
+def command(spec_path: Path, sweep_dir: Path | None, **opts: Any) -> None:
     """Search hyperparameters over real runs, one trial per GPU set, resumable.
 
-    Kill it at any moment and run the same command again: finished trials are kept,
-    the ones that were running are marked failed and queued again. See `lf-tuner report DIR`.
+    Kill it at any moment and run the same command again: finished trials are kept, results that came in
+    meanwhile are adopted, the trials that were running are queued again. `lf-tuner report DIR` shows the
+    table; `optuna-dashboard DIR/optuna.journal` (or the --storage URL) is the live view.
     """
     from lf_tuner.sweep import load_spec
-    from lf_tuner.sweep.space import format_trials, grid_size, preview
 
     spec = load_spec(spec_path)
-    if dry_run:
-        trials = preview(spec)
-        if as_json:
-            click.echo(json.dumps([{"trial": i, "params": p} for i, p in enumerate(trials)], indent=2))
-            return
-        total = grid_size(spec) if spec.method == "grid" else spec.max_trials
-        what = "grid points" if spec.method == "grid" else f"trials, the first sampled (seed {spec.seed})"
-        click.echo(f"{spec.method}: {len(trials)} of {total} {what}", err=True)
-        click.echo(format_trials(trials))
+    sweep_dir = sweep_dir or Path("sweeps") / spec_path.stem
+    launcher = opts["launcher"] or ("run" if importlib.util.find_spec("lf_tuner.cli.run") else "llamafactory")
+    if opts["dry_run"]:
+        _dry_run(spec, opts["as_json"])
+    elif opts["slurm_script"] is not None:
+        _slurm(spec, spec_path, sweep_dir, launcher, opts)
+    else:
+        _run(spec, spec_path, sweep_dir, launcher, opts)
+
+
+def _dry_run(spec: Any, as_json: bool) -> None:
+    from lf_tuner.sweep.space import first_space, format_trials, preview
+
+    trials = preview(spec)
+    if as_json:
+        click.echo(json.dumps([{"trial": i, "params": p} for i, p in enumerate(trials)], indent=2))
         return
-    _run(
-        spec, spec_path, sweep_dir or Path("sweeps") / spec_path.stem, gpus, worker, launcher, as_json, poll_s
+    stage = spec.stage_list()[0]
+    method = spec.stage_method(stage)
+    space = first_space(spec)
+    if space is None:
+        _echo(
+            f"{method}: the first stage is set around the best of imported runs; nothing to list before it starts"
+        )
+        return
+    total = space.grid_size() if method == "grid" else stage.max_trials
+    what = "grid points" if method == "grid" else f"trials, the first sampled (seed {spec.seed})"
+    prefix = "" if not spec.stages else f"stage {stage.name}: "
+    _echo(f"{prefix}{method}: {len(trials)} of {total} {what}")
+    click.echo(format_trials(trials))
+
+
+def _slurm(spec: Any, spec_path: Path, sweep_dir: Path, launcher: str, opts: dict[str, Any]) -> None:
+    from lf_tuner.sweep.slurm import render_array_script
+
+    path: Path = opts["slurm_script"]
+    if path.exists() and not opts["force"]:
+        raise LfTunerError(f"{path} exists; pass --force to replace it")
+    text = render_array_script(
+        spec_path=spec_path,
+        sweep_dir=sweep_dir,
+        storage=opts["storage"],
+        study=opts["study_name"],
+        tasks=opts["slurm_tasks"],
+        gpus_per_task=spec.gpus_per_trial,
+        launcher=launcher,
     )
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise LfTunerError(f"{path}: cannot write it ({exc.strerror})") from None
+    path.chmod(0o755)
+    _echo(f"wrote {path}: sbatch {path} starts {opts['slurm_tasks']} workers")
 
 
-def _run(
-    spec: Any,
-    spec_path: Path,
-    sweep_dir: Path,
-    gpus: str | None,
-    worker: bool,
-    launcher: str | None,
-    as_json: bool,
-    poll_s: float,
-) -> None:
-    from lf_tuner.sweep.engine import Sweep, SweepInterrupted, load_base_config, save_spec_copy
+def _run(spec: Any, spec_path: Path, sweep_dir: Path, launcher: str, opts: dict[str, Any]) -> None:
+    from lf_tuner.sweep.engine import (
+        Sweep,
+        SweepInterrupted,
+        check_trial_configs,
+        load_base_config,
+        save_copies,
+    )
+    from lf_tuner.sweep.importing import read_rows
     from lf_tuner.sweep.slots import gpu_slots
+    from lf_tuner.sweep.space import preview
+    from lf_tuner.sweep.storage import Pointer, mask, prepare_dir, write_pointer
     from lf_tuner.sweep.trial import LAUNCHERS
 
-    slots = gpu_slots(gpus, spec.gpus_per_trial)
-    if launcher is None:
-        launcher = _default_launcher()
-        if launcher != "run":
-            click.echo(
-                "warning: `lf-tuner run` is not installed; trials start `llamafactory-cli train` directly",
-                err=True,
-            )
+    slots = gpu_slots(opts["gpus"], spec.gpus_per_trial)
+    if launcher != "run" and opts["launcher"] is None:
+        _echo("warning: `lf-tuner run` is not installed; trials start `llamafactory-cli train` directly")
     base = load_base_config(spec, spec_path.parent, sweep_dir.absolute())
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    save_spec_copy(spec_path, sweep_dir)
+    check_trial_configs(spec, base, preview(spec))
+    imports = []
+    for path in opts["imports"]:
+        rows, notes = read_rows(path, spec)
+        for note in notes:
+            _echo(f"{path}: {note}")
+        imports.append((str(path), rows))
+    prepare_dir(sweep_dir)
+    storage = opts["storage"]
+    pointer = Pointer(
+        opts["study_name"], mask(storage) if storage else None, tuple(s.name for s in spec.stage_list())
+    )
+    write_pointer(sweep_dir, pointer)
+    save_copies(spec_path, sweep_dir, base)
     sweep = Sweep(
         spec,
         sweep_dir.absolute(),
         base,
         LAUNCHERS[launcher],
-        worker=worker,
-        poll_s=poll_s,
-        emit=lambda msg: click.echo(msg, err=True),
+        storage_url=storage,
+        study_name=opts["study_name"],
+        worker=opts["worker"],
+        poll_s=opts["poll_s"],
+        emit=_echo,
+        imports=imports,
     )
     where = ", ".join("CPU" if s == "cpu" else f"GPU {s}" for s in slots)
-    click.echo(
-        f"sweep in {sweep_dir}: {spec.method}, metric {spec.metric.name} ({spec.metric.goal}), slots: {where}",
-        err=True,
-    )
+    goals = ", ".join(f"{m.name} ({m.goal})" for m in spec.objectives)
+    _echo(f"sweep in {sweep_dir}: {spec.method}, {goals}, slots: {where}")
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         summary = sweep.run(slots)
     except SweepInterrupted:
         raise Stopped(
-            f"sweep stopped; running trials were marked failed and queued again. "
+            "sweep stopped; running trials were marked interrupted and queued again. "
             f"Run the same command to continue (`lf-tuner report {sweep_dir}` shows where it stands)"
         ) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
-    click.echo(f"done: {counts}", err=True)
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "dir": str(sweep_dir),
-                    "counts": summary.counts,
-                    "best": None
-                    if summary.best_number is None
-                    else {
-                        "number": summary.best_number,
-                        "params": summary.best_params,
-                        "value": summary.best_value,
-                    },
-                }
-            )
-        )
+    _echo("done: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())))
+    if opts["as_json"]:
+        best = None
+        if summary.best_number is not None:
+            best = {"number": summary.best_number, "stage": summary.best_stage, "params": summary.best_params}
+            best["value"] = summary.best_value
+        click.echo(json.dumps({"dir": str(sweep_dir), "counts": summary.counts, "best": best}))
     if summary.best_number is None:
         raise LfTunerError(
             f"no trial completed; read {sweep_dir}/trial-*/launch.log, or `lf-tuner report {sweep_dir}`"
         )
-    click.echo(
-        f"best: trial {summary.best_number}, {spec.metric.name} = {summary.best_value:.6g}; "
-        f"table: lf-tuner report {sweep_dir}",
-        err=True,
+    where = "" if summary.best_stage == "main" else f"{summary.best_stage} "
+    _echo(
+        f"best: {where}trial {summary.best_number}, {spec.objectives[0].name} = {summary.best_value:.6g}; "
+        f"table: lf-tuner report {sweep_dir}"
     )

@@ -1,4 +1,5 @@
-"""Hyperparameter sweeps over real runs: spec, search space, optuna study, trials, report."""
+"""Hyperparameter sweeps over real runs: spec, search space, optuna studies (one per stage), trials, imports,
+storage and the report."""
 
 from lf_tuner.sweep.spec import SpecError, SweepSpec, load_spec, parse_spec
 

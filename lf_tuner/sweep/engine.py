@@ -1,26 +1,50 @@
-"""The sweep loop: an optuna study in a journal file, one worker thread per GPU set, resumable at any moment."""
+"""The sweep loop: one optuna study per stage in one storage, one worker thread per GPU set, resumable at any
+moment, shared by several processes or machines.
+
+Every process that takes part opens the studies, reclaims trials whose process is gone (adopting the result
+of any that finished meanwhile), and pulls trials until each stage's budget is spent; a later stage starts
+only when every trial of the earlier ones has ended, from the best trial so far.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from lf_tuner.config import load_mapping
-from lf_tuner.errors import LfTunerError
-from lf_tuner.sweep.space import distributions, make_sampler, preview, with_tied
-from lf_tuner.sweep.spec import SweepSpec
+from lf_tuner.errors import LfTunerError, Problem
+from lf_tuner.sweep.space import (
+    Space,
+    check_sampler_available,
+    make_pruner,
+    make_sampler,
+    resolve,
+    study_directions,
+)
+from lf_tuner.sweep.spec import SpecError, StageSpec, SweepSpec
+from lf_tuner.sweep.storage import (
+    STUDY_NAME,
+    DirLock,
+    open_storage,
+    refuse_foreign,
+)
 from lf_tuner.sweep.trial import (
+    Executor,
     Launcher,
     Outcome,
     TrialJob,
+    TrialWatch,
+    adoptable,
     execute,
     trial_config,
     trial_dir_name,
@@ -31,10 +55,16 @@ from lf_tuner.train.watch import kill_group, process_start
 if TYPE_CHECKING:
     import optuna
 
-STUDY_NAME = "lf-tuner-sweep"
-JOURNAL_FILE = "optuna.journal"
+    from lf_tuner.sweep.importing import ImportedRow
+
 LOCK_FILE = "sweep.lock"
 SPEC_COPY = "sweep.yaml"
+BASE_COPY = "base.yaml"
+HEARTBEAT_S = 30.0  # how often a running trial says it is alive (for machines that cannot see its pid)
+STALE_S = 600.0  # a trial on another machine silent this long is taken to be dead
+READY_WAIT_S = 120.0  # how long to wait for another process to finish setting up a stage's study
+# trials that are not part of a stage's budget
+NOT_COUNTED = ("requeued", "imported_from", "skipped", "surplus")
 
 Emit = Callable[[str], None]
 
@@ -49,8 +79,10 @@ class Summary:
 
     counts: dict[str, int] = field(default_factory=dict)
     best_number: int | None = None
+    best_stage: str = "main"
     best_value: float | None = None
     best_params: dict[str, Any] = field(default_factory=dict)
+    pareto: int = 0  # multi-objective: trials on the Pareto front
 
 
 def load_base_config(spec: SweepSpec, spec_dir: Path, sweep_dir: Path) -> dict[str, Any]:
@@ -80,36 +112,46 @@ def load_base_config(spec: SweepSpec, spec_dir: Path, sweep_dir: Path) -> dict[s
     return dict(rendered.config)
 
 
-def storage(sweep_dir: Path) -> optuna.storages.BaseStorage:
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+def check_trial_configs(spec: SweepSpec, base: dict[str, Any], points: list[dict[str, Any]]) -> None:
+    """Every swept key of the trials the sweep can already see (grid points, range ends, tied values) against
+    LLaMA-Factory's schema, on top of the base: refused before any trial starts."""
+    from lf_tuner.config.validate import validate_config
 
-    return JournalStorage(JournalFileBackend(str(sweep_dir / JOURNAL_FILE)))
-
-
-class DirLock:
-    """Serialises study bookkeeping between threads and between processes (flock, released if a process dies)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._thread_lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        with self._thread_lock, self.path.open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    swept = set(spec.parameters) | (set(spec.budget.model_dump(exclude_none=True)) if spec.budget else set())
+    problems: dict[str, Problem] = {}  # the first trial that shows each key's problem
+    for point in points:
+        cfg = {**base, **point}
+        if spec.budget is not None:
+            cfg.update(spec.budget.model_dump(exclude_none=True))
+        for p in validate_config(cfg):
+            if p.key in swept and p.key in point and p.key not in problems:
+                problems[p.key] = Problem(f"parameters.{p.key}", f"{p.message} (in the trial {describe(point)})")
+    if problems:
+        raise SpecError(list(problems.values()), "sweep")
 
 
 def describe(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+def stage_study_name(base: str, stage: str) -> str:
+    return base if stage == "main" else f"{base}:{stage}"
+
+
+def counted(t: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial is part of its stage's budget (not an interrupted attempt, an import or a skip)."""
+    return not any(t.user_attrs.get(k) for k in NOT_COUNTED)
+
+
+def params_key(params: dict[str, Any], names: list[str]) -> tuple[str, ...]:
+    return tuple(repr(params.get(n)) for n in names)
+
+
+_WAIT = "wait"
+
+
 class Sweep:
-    """One process taking part in a sweep: it owns some GPU sets and pulls trials from the shared study."""
+    """One process taking part in a sweep: it owns some GPU sets and pulls trials from the shared studies."""
 
     def __init__(
         self,
@@ -118,9 +160,13 @@ class Sweep:
         base: dict[str, Any],
         launcher: Launcher,
         *,
+        storage_url: str | None = None,
+        study_name: str = STUDY_NAME,
         worker: bool = False,
         poll_s: float = 1.0,
         emit: Emit | None = None,
+        executor: Executor | None = None,
+        imports: list[tuple[str, list[ImportedRow]]] | None = None,
     ) -> None:
         self.spec = spec
         self.dir = sweep_dir
@@ -129,104 +175,322 @@ class Sweep:
         self.worker = worker
         self.poll_s = poll_s
         self.emit: Emit = emit or (lambda _msg: None)
+        self.executor = executor
+        self.imports = list(imports or [])
+        self.study_name = study_name
         self.stop = threading.Event()
         self.lock = DirLock(sweep_dir / LOCK_FILE)
         self.host = socket.gethostname()
         self.me = {"host": self.host, "pid": os.getpid(), "pid_start": process_start(os.getpid())}
-        self.dists = distributions(spec)
         self.errors: list[BaseException] = []
-        self.study = self._open()
-
-    # --- setup ---
-
-    def _open(self) -> optuna.Study:
+        self.stages = spec.stage_list()
+        self.studies: dict[str, optuna.Study] = {}
+        self.spaces: dict[str, Space] = {}
+        self.token: str | None = None
+        for stage in self.stages:
+            check_sampler_available(spec.stage_method(stage))
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.storage = open_storage(storage_url, sweep_dir, self.emit)
         with self.lock.hold():
-            study = optuna.create_study(
-                study_name=STUDY_NAME,
-                storage=storage(self.dir),
-                direction=self.spec.metric.goal,
-                load_if_exists=True,
+            self.token = self._existing_token()
+            refuse_foreign(sweep_dir, self.token)
+            self.study = self._study(self.stages[0])
+            if self.imports:
+                self._import(self.current_stage())
+
+    # --- studies, one per stage ---
+
+    def _existing_token(self) -> str | None:
+        import optuna
+
+        try:
+            first = optuna.load_study(
+                study_name=stage_study_name(self.study_name, self.stages[0].name), storage=self.storage
             )
-            attrs = study.user_attrs
-            fingerprint = self.spec.fingerprint()
-            if attrs.get("fingerprint", fingerprint) != fingerprint:
-                raise LfTunerError(
-                    f"{self.dir}: holds a sweep started from a different spec (parameters, base, method or metric "
-                    f"changed); use a new --dir, or go on with the spec saved in {self.dir / SPEC_COPY}"
-                )
-            if "fingerprint" not in attrs:
-                for key, value in {
-                    "fingerprint": fingerprint,
-                    "metric": self.spec.metric.name,
-                    "goal": self.spec.metric.goal,
-                    "method": self.spec.method,
-                    "parameters": list(self.spec.parameters),
-                }.items():
-                    study.set_user_attr(key, value)
-            self._reclaim(study)
-            if self.spec.method == "grid":
-                points = preview(self.spec)
-                queued = int(attrs.get("queued", 0))
-                for point in points[queued:]:
-                    study.enqueue_trial({k: point[k] for k in self.spec.sampled})
-                study.set_user_attr("queued", max(queued, len(points)))
-            existing = len(study.get_trials(deepcopy=False))
-        # reseeded by what is already done, so a resumed random/tpe sweep does not replay its first draws
-        study.sampler = (
-            make_sampler(self.spec, self.spec.seed + existing)
-            if not self.worker
-            else make_sampler(self.spec, int.from_bytes(os.urandom(4), "little"))
+        except KeyError:
+            return None
+        token = first.user_attrs.get("token")
+        return str(token) if token else None
+
+    def _study(self, stage: StageSpec) -> optuna.Study:
+        """The stage's study, created (and set up) by the first process that gets here."""
+        if stage.name in self.studies:
+            return self.studies[stage.name]
+        import optuna
+        from optuna.exceptions import DuplicatedStudyError
+
+        name = stage_study_name(self.study_name, stage.name)
+        directions = study_directions(self.spec)
+        try:
+            study = optuna.create_study(study_name=name, storage=self.storage, directions=directions)
+            self._set_up(study, stage)
+        except DuplicatedStudyError:
+            study = optuna.load_study(study_name=name, storage=self.storage)
+            self._check_same(study)
+            self._wait_ready(study)
+        self.spaces[stage.name] = Space.from_json(study.user_attrs["space"])
+        self.token = str(study.user_attrs.get("token") or self.token)
+        study.pruner = make_pruner(self.spec)
+        method = self.spec.stage_method(stage)
+        existing = len(study.get_trials(deepcopy=False))
+        # reseeded by what is already done, so a resumed sweep does not replay its first draws
+        seed = (
+            int.from_bytes(os.urandom(4), "little")
+            if self.worker
+            else self.spec.seed + 1000 * self.stages.index(stage) + existing
         )
+        study.sampler = make_sampler(method, self.spec.stage_sampler_args(stage), seed)
+        self.studies[stage.name] = study
+        self._reclaim(study, stage)
         return study
 
-    def _reclaim(self, study: optuna.Study) -> None:
-        """Running trials whose sweep process is gone: stop their leftover processes, mark them, queue them again."""
+    def _check_same(self, study: optuna.Study) -> None:
+        fingerprint = self.spec.fingerprint()
+        got = study.user_attrs.get("fingerprint")
+        if got is not None and got != fingerprint:
+            raise LfTunerError(
+                f"{self.dir}: holds a sweep started from a different spec (parameters, base, method or metric "
+                f"changed); use a new --dir, or go on with the spec saved in {self.dir / SPEC_COPY}"
+            )
+        if [d.name.lower() for d in study.directions] != self.spec.directions:
+            raise LfTunerError(f"study `{study.study_name}`: its directions differ from the spec's metrics")
+
+    def _wait_ready(self, study: optuna.Study) -> None:
+        deadline = time.monotonic() + READY_WAIT_S
+        while not study.user_attrs.get("ready"):
+            if time.monotonic() > deadline:
+                raise LfTunerError(
+                    f"study `{study.study_name}`: another process began setting it up and never finished; "
+                    "if that process is gone, use a new --study name"
+                )
+            time.sleep(min(self.poll_s, 1.0))
+
+    def _set_up(self, study: optuna.Study, stage: StageSpec) -> None:
+        """The creator's part: attributes, the stage's resolved space, grid points to run."""
+        params = self.spec.stage_parameters(stage)
+        best: dict[str, Any] | None = None
+        if any(p.is_relative for p in params.values()):
+            found = self.best_so_far()
+            best = found[1] if found else self._best_imported()
+        space = resolve(params, best, stage.name)
+        if best is not None:
+            self.emit(f"stage {stage.name}: around the best so far ({describe(best)}): {_space_text(space)}")
+        self.token = self.token or uuid.uuid4().hex
+        metrics = self.spec.objectives
+        for key, value in {
+            "fingerprint": self.spec.fingerprint(),
+            "metric": metrics[0].name,
+            "goal": metrics[0].goal,
+            "metrics": [m.name for m in metrics],
+            "goals": [m.goal for m in metrics],
+            "method": self.spec.stage_method(stage),
+            "stage": stage.name,
+            "stage_index": self.stages.index(stage),
+            "parameters": list(params),
+            "space": space.as_json(),
+            "token": self.token,
+            "gpus_per_trial": self.spec.gpus_per_trial,
+        }.items():
+            study.set_user_attr(key, value)
+        self.spaces[stage.name] = space
+        if self.imports and stage is self.stages[0]:
+            self._add_imports(study, stage, space)
+        if self.spec.stage_method(stage) == "grid":
+            measured = self._measured(study, space)
+            points = [p for p in space.grid_points() if params_key(p, space.sampled) not in measured]
+            for point in points[: stage.max_trials] if stage.max_trials else points:
+                study.enqueue_trial({k: point[k] for k in space.sampled})
+        study.set_user_attr("ready", True)
+
+    def current_stage(self) -> StageSpec:
+        """The first stage that is not done (the last one when all are)."""
+        for stage in self.stages:
+            if stage.name not in self.studies:
+                return stage
+            if self._state(stage) != "done":
+                return stage
+        return self.stages[-1]
+
+    def best_so_far(self) -> tuple[optuna.trial.FrozenTrial, dict[str, Any]] | None:
+        """The best completed trial of every stage opened so far (imports included), with its full params."""
+        from optuna.trial import TrialState
+
+        goal = self.spec.objectives[0].goal
+        best: optuna.trial.FrozenTrial | None = None
+        for study in self.studies.values():
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                if t.values is None:
+                    continue
+                if best is None or (t.values[0] < best.values[0]) == (goal == "minimize"):
+                    best = t
+        if best is None:
+            return None
+        return best, dict(best.user_attrs.get("params") or best.params)
+
+    # --- imports ---
+
+    def _best_imported(self) -> dict[str, Any] | None:
+        from lf_tuner.sweep.importing import best_row
+
+        return best_row([row for _, rows in self.imports for row in rows], self.spec)
+
+    def _import(self, stage: StageSpec) -> None:
+        study = self._study(stage)
+        self._add_imports(study, stage, self.spaces[stage.name])
+
+    def _add_imports(self, study: optuna.Study, stage: StageSpec, space: Space) -> None:
+        from lf_tuner.sweep.importing import add_imported
+
+        for source, rows in self.imports:
+            added, notes = add_imported(study, space, self.spec, rows, source)
+            self.emit(
+                f"imported {added} trial(s) from {source} into stage {stage.name}"
+                + "".join(f"; {n}" for n in notes)
+            )
+        self.imports = []
+
+    def _measured(self, study: optuna.Study, space: Space) -> dict[tuple[str, ...], int]:
+        """Points of the space that a completed trial of the study has measured, with that trial's number."""
+        from optuna.trial import TrialState
+
+        return {
+            params_key(dict(t.user_attrs.get("params") or t.params), space.sampled): t.number
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        }
+
+    # --- reclaiming trials whose process is gone ---
+
+    def _owner_gone(self, t: optuna.trial.FrozenTrial) -> bool:
+        a = t.user_attrs
+        now = time.time()
+        if a.get("host") == self.host:
+            return process_start(int(a["pid"])) != a.get("pid_start")
+        if "host" in a:
+            return not self.worker and now - float(a.get("heartbeat", a.get("started_at", 0))) > STALE_S
+        started = t.datetime_start.timestamp() if t.datetime_start else 0.0
+        return now - started > STALE_S  # asked by a process that never got to say who it is
+
+    def _reclaim(self, study: optuna.Study, stage: StageSpec) -> None:
+        """Running trials whose process is gone: stop what they left running, adopt a result that came in
+        meanwhile, or mark them interrupted and queue them again."""
         from optuna.trial import TrialState
 
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not self._owner_gone(t):
+                continue
             a = t.user_attrs
-            same_host = a.get("host") == self.host
-            if same_host and process_start(int(a["pid"])) == a.get("pid_start"):
-                continue  # another sweep process on this machine is running it
-            if "host" in a and not same_host and self.worker:
-                continue  # a worker on another machine may still be running it
             child = a.get("child_pid")
-            if same_host and child and process_start(int(child)) == a.get("child_start"):
+            if a.get("host") == self.host and child and process_start(int(child)) == a.get("child_start"):
                 kill_group(int(child))
-            self._requeue(study, t.number, t.params, "the sweep process that ran it is gone")
-            self.emit(f"trial {t.number}: was running when its sweep stopped; marked failed and queued again")
+                self.emit(f"trial {t.number}: stopped its training, left running by a sweep that was killed")
+            outcome = None
+            if a.get("trial_dir"):
+                job = TrialJob(t.number, self.dir / str(a["trial_dir"]), "cpu")
+                outcome = adoptable(job, self.spec, a.get("started_at"))
+            trial = self._trial(study, t)
+            if outcome is not None:
+                trial.set_user_attr("adopted", True)
+                self._record(study, trial, outcome, stage)
+                self.emit(f"trial {t.number}: ended while its sweep was stopped; its result is adopted")
+            else:
+                self._requeue(study, trial, t.params, "the sweep process that ran it is gone")
+                self.emit(
+                    f"trial {t.number}: was running when its sweep stopped; marked interrupted and queued again"
+                )
 
-    def _requeue(self, study: optuna.Study, number: int, params: dict[str, Any], reason: str) -> None:
+    @staticmethod
+    def _trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> optuna.trial.Trial:
         import optuna
+
+        return optuna.trial.Trial(study, t._trial_id)
+
+    def _requeue(
+        self, study: optuna.Study, trial: optuna.trial.Trial, params: dict[str, Any], reason: str
+    ) -> None:
         from optuna.trial import TrialState
 
-        trial = optuna.trial.Trial(study, study.get_trials(deepcopy=False)[number]._trial_id)
         trial.set_user_attr("status", "interrupted")
         trial.set_user_attr("reason", reason)
         trial.set_user_attr("requeued", True)
-        study.tell(number, state=TrialState.FAIL)
-        study.enqueue_trial(params, user_attrs={"retry_of": number})
+        study.tell(trial, state=TrialState.FAIL)
+        study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
 
     # --- the loop ---
 
-    def _next(self) -> tuple[optuna.trial.Trial, dict[str, Any]] | None:
+    def _state(self, stage: StageSpec) -> str:
+        """`open` (trials to hand out), `busy` (budget spent, trials still running) or `done`."""
         from optuna.trial import TrialState
 
-        trials = self.study.get_trials(deepcopy=False)
-        waiting = any(t.state == TrialState.WAITING for t in trials)
-        counted = sum(1 for t in trials if not t.user_attrs.get("requeued"))
-        if not waiting and (self.spec.method == "grid" or counted >= (self.spec.max_trials or 0)):
-            return None
-        trial = self.study.ask(self.dists)
-        params = with_tied(self.spec, trial.params)
-        for key, value in {**self.me, "params": params, "started_at": time.time()}.items():
-            trial.set_user_attr(key, value)
-        return trial, params
+        trials = self.studies[stage.name].get_trials(deepcopy=False)
+        if any(t.state == TrialState.WAITING for t in trials):
+            return "open"
+        if self.spec.stage_method(stage) != "grid" and sum(map(counted, trials)) < (stage.max_trials or 0):
+            return "open"
+        return "busy" if any(t.state == TrialState.RUNNING for t in trials) else "done"
 
-    def _record(self, trial: optuna.trial.Trial, params: dict[str, Any], outcome: Outcome) -> None:
+    def _next(self) -> tuple[StageSpec, optuna.trial.Trial, dict[str, Any]] | str | None:
+        """The next trial to run, `_WAIT` while a stage's last trials finish elsewhere, or None when done."""
+        while True:
+            got = self._next_or_skip()
+            if got != "skip":
+                return got
+
+    def _next_or_skip(self) -> tuple[StageSpec, optuna.trial.Trial, dict[str, Any]] | str | None:
+        for stage in self.stages:
+            study = self._study(stage)
+            state = self._state(stage)
+            if state == "done":
+                continue
+            if state == "busy":
+                self._reclaim(study, stage)
+                return _WAIT
+            space = self.spaces[stage.name]
+            trial = study.ask(space.distributions())
+            params = space.with_tied(trial.params)
+            skip = self._skip_reason(study, stage, space, trial)
+            if skip is not None:
+                from optuna.trial import TrialState
+
+                trial.set_user_attr(skip[0], True)
+                trial.set_user_attr("status", skip[0])
+                trial.set_user_attr("reason", skip[1])
+                trial.set_user_attr("params", params)
+                study.tell(trial, state=TrialState.FAIL)
+                return "skip"
+            for key, value in {
+                **self.me,
+                "params": params,
+                "started_at": time.time(),
+                "stage": stage.name,
+            }.items():
+                trial.set_user_attr(key, value)
+            return stage, trial, params
+        return None
+
+    def _skip_reason(
+        self, study: optuna.Study, stage: StageSpec, space: Space, trial: optuna.trial.Trial
+    ) -> tuple[str, str] | None:
+        """A grid point already measured, or a sampled trial beyond the budget (another machine got there)."""
+        from optuna.trial import TrialState
+
+        trials = study.get_trials(deepcopy=False)
+        if self.spec.stage_method(stage) == "grid":
+            done = self._measured(study, space).get(params_key(trial.params, space.sampled))
+            if done is not None:
+                return "skipped", f"measured already by trial {done}"
+            return None
+        if "retry_of" in trial.user_attrs or stage.max_trials is None:
+            return None
+        budget = [t.number for t in trials if counted(t) and t.state != TrialState.WAITING]
+        if trial.number in budget and budget.index(trial.number) >= stage.max_trials:
+            return "surplus", "the stage's budget was spent by other workers"
+        return None
+
+    def _record(
+        self, study: optuna.Study, trial: optuna.trial.Trial, outcome: Outcome, stage: StageSpec
+    ) -> None:
         from optuna.trial import TrialState
 
         for key, value in {
@@ -234,17 +498,65 @@ class Sweep:
             "runtime_s": round(outcome.runtime_s, 2),
             "reason": outcome.reason,
             "exit_code": outcome.exit_code,
+            "steps": outcome.steps,
+            "total_steps": outcome.total_steps,
+            "stopped_early": outcome.stopped_early or None,
+            "final_values": outcome.values if outcome.status == "pruned" else None,
         }.items():
-            trial.set_user_attr(key, value)
+            if value is not None or key in ("reason",):
+                trial.set_user_attr(key, value)
         if outcome.status == "interrupted":
-            self._requeue(self.study, trial.number, trial.params, outcome.reason)
-        elif outcome.status == "completed":
-            self.study.tell(trial, outcome.value)
+            self._requeue(study, trial, trial.params, outcome.reason)
+        elif outcome.status == "completed" and outcome.values is not None:
+            study.tell(trial, outcome.values)
+        elif outcome.status == "pruned":
+            study.tell(trial, state=TrialState.PRUNED)
         else:
-            self.study.tell(trial, state=TrialState.FAIL)
-        value = f" {self.spec.metric.name}={outcome.value:.6g}" if outcome.value is not None else ""
-        why = f" ({outcome.reason})" if outcome.reason and outcome.status != "completed" else ""
-        self.emit(f"trial {trial.number} {outcome.status}{value} in {outcome.runtime_s:.0f}s{why}")
+            study.tell(trial, state=TrialState.FAIL)
+        names = [m.name for m in self.spec.objectives]
+        shown = " ".join(f"{n}={v:.6g}" for n, v in zip(names, outcome.values or [], strict=False))
+        why = (
+            f" ({outcome.reason})"
+            if outcome.reason and (outcome.status != "completed" or outcome.stopped_early)
+            else ""
+        )
+        where = "" if stage.name == "main" else f"{stage.name} "
+        self.emit(
+            f"{where}trial {trial.number} {outcome.status}{' ' + shown if shown else ''} in {outcome.runtime_s:.0f}s{why}"
+        )
+
+    def _watch(self, trial: optuna.trial.Trial) -> TrialWatch:
+        return TrialWatch.for_spec(self.spec, report=trial.report, should_prune=trial.should_prune)
+
+    def _run_one(
+        self, stage: StageSpec, trial: optuna.trial.Trial, params: dict[str, Any], devices: str
+    ) -> Outcome:
+        job = TrialJob(trial.number, self.dir / trial_dir_name(trial.number, stage.name), devices)
+        write_trial_config(job, trial_config(self.base, params, self.spec, job.output_dir), self.token or "")
+        trial.set_user_attr("trial_dir", job.trial_dir.name)
+        where = "CPU" if devices == "cpu" else "GPU " + devices
+        prefix = "" if stage.name == "main" else f"{stage.name} "
+        self.emit(f"{prefix}trial {trial.number} started on {where}: {describe(params)}")
+        watch = self._watch(trial)
+        beat = [time.monotonic()]
+
+        def should_stop() -> str | None:
+            if self.stop.is_set():
+                return "the sweep stopped"
+            if time.monotonic() - beat[0] > HEARTBEAT_S:
+                beat[0] = time.monotonic()
+                trial.set_user_attr("heartbeat", time.time())
+            return None
+
+        def on_start(pid: int) -> None:
+            trial.set_user_attr("child_pid", pid)
+            trial.set_user_attr("child_start", process_start(pid))
+
+        if self.executor is not None:
+            return self.executor(job, watch, should_stop)
+        return execute(
+            job, self.spec, self.launcher, watch, should_stop, poll_s=self.poll_s, on_start=on_start
+        )
 
     def _slot(self, devices: str) -> None:
         try:
@@ -253,29 +565,20 @@ class Sweep:
                     got = self._next()
                 if got is None:
                     return
-                trial, params = got
-                job = TrialJob(trial.number, self.dir / trial_dir_name(trial.number), devices)
-                write_trial_config(job, trial_config(self.base, params, self.spec, job.output_dir))
-                trial.set_user_attr("trial_dir", job.trial_dir.name)
-                self.emit(
-                    f"trial {trial.number} started on {'CPU' if devices == 'cpu' else 'GPU ' + devices}: {describe(params)}"
-                )
-
-                def on_start(pid: int, trial: optuna.trial.Trial = trial) -> None:
-                    trial.set_user_attr("child_pid", pid)
-                    trial.set_user_attr("child_start", process_start(pid))
-
-                outcome = execute(
-                    job, self.spec, self.launcher, self.stop, poll_s=self.poll_s, on_start=on_start
-                )
+                if got == _WAIT:
+                    self.stop.wait(self.poll_s)
+                    continue
+                assert not isinstance(got, str)
+                stage, trial, params = got
+                outcome = self._run_one(stage, trial, params, devices)
                 with self.lock.hold():
-                    self._record(trial, params, outcome)
+                    self._record(self.studies[stage.name], trial, outcome, stage)
         except BaseException as exc:  # reported by run() after every slot has stopped
             self.errors.append(exc)
             self.stop.set()
 
     def run(self, slots: list[str]) -> Summary:
-        """Run trials on every slot until the budget is spent; Ctrl-C stops cleanly (SweepInterrupted)."""
+        """Run trials on every slot until every stage's budget is spent; Ctrl-C stops cleanly (SweepInterrupted)."""
         done = [threading.Event() for _ in slots]
 
         def target(devices: str, finished: threading.Event) -> None:
@@ -310,26 +613,53 @@ class Sweep:
             t.join()
         if self.errors:
             raise self.errors[0]
-        return summarize(self.study)
+        return summarize(self.studies, self.spec)
 
 
-def summarize(study: optuna.Study) -> Summary:
+def _space_text(space: Space) -> str:
+    parts = []
+    for name, p in space.parameters.items():
+        if p.values is not None:
+            parts.append(f"{name} in {p.values}")
+        elif p.min is not None and p.max is not None:
+            parts.append(f"{name} {p.distribution} [{p.min:.4g}, {p.max:.4g}]")
+    return ", ".join(parts)
+
+
+def summarize(studies: dict[str, optuna.Study], spec: SweepSpec) -> Summary:
     from optuna.trial import TrialState
 
     summary = Summary()
-    for t in study.get_trials(deepcopy=False):
-        status = str(t.user_attrs.get("status", "running" if t.state == TrialState.RUNNING else "queued"))
-        summary.counts[status] = summary.counts.get(status, 0) + 1
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if complete:
-        best = study.best_trial
-        summary.best_number, summary.best_value = best.number, best.value
-        summary.best_params = dict(best.user_attrs.get("params", best.params))
+    goal = spec.objectives[0].goal
+    best: tuple[str, optuna.trial.FrozenTrial] | None = None
+    for stage, study in studies.items():
+        for t in study.get_trials(deepcopy=False):
+            if t.user_attrs.get("skipped") or t.user_attrs.get("surplus"):
+                continue
+            status = str(t.user_attrs.get("status", "running" if t.state == TrialState.RUNNING else "queued"))
+            if t.user_attrs.get("imported_from"):
+                status = "imported"
+            summary.counts[status] = summary.counts.get(status, 0) + 1
+            if (
+                t.state == TrialState.COMPLETE
+                and t.values
+                and (best is None or (t.values[0] < best[1].values[0]) == (goal == "minimize"))
+            ):
+                best = (stage, t)
+        if spec.multi:
+            summary.pareto += len(study.best_trials)
+    if best is not None:
+        summary.best_stage, trial = best
+        summary.best_number, summary.best_value = trial.number, trial.values[0]
+        summary.best_params = dict(trial.user_attrs.get("params", trial.params))
     return summary
 
 
-def save_spec_copy(spec_path: Path, sweep_dir: Path) -> None:
-    """Keep the spec next to the study, the first time only."""
+def save_copies(spec_path: Path, sweep_dir: Path, base: dict[str, Any]) -> None:
+    """Keep the spec and the base config next to the study, the first time only."""
     copy = sweep_dir / SPEC_COPY
     if not copy.exists():
         copy.write_text(spec_path.read_text())
+    base_copy = sweep_dir / BASE_COPY
+    if not base_copy.exists():
+        base_copy.write_text(yaml.safe_dump(base, sort_keys=False))

@@ -1,4 +1,5 @@
-"""One trial: its config file, the launch, the divergence watch and the result it leaves behind."""
+"""One trial: its config file, the launch through the one watcher, pruning and early stopping on the
+intermediate values it logs, and the result it leaves behind."""
 
 from __future__ import annotations
 
@@ -9,23 +10,23 @@ import os
 import shlex
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from lf_tuner.errors import LfTunerError
-from lf_tuner.sweep.spec import SweepSpec
+from lf_tuner.sweep.spec import INTERMEDIATE_GOALS, MetricSpec, SweepSpec
+from lf_tuner.sweep.storage import TRIAL_MARK
 from lf_tuner.train.command import Command
 from lf_tuner.train.records import RECORD_NAME
 from lf_tuner.train.watch import TRAINER_LOG, TRAINER_STATE, Divergence, TrainerLog, run_child
 
 CONFIG_FILE = "train.yaml"
 LOG_FILE = "launch.log"
-STATUSES = ("completed", "failed", "oom", "diverged", "interrupted")
+STATUSES = ("completed", "failed", "oom", "diverged", "interrupted", "pruned")
 
 
 @dataclass(frozen=True)
@@ -47,17 +48,24 @@ class TrialJob:
 
 @dataclass
 class Outcome:
-    """How a trial ended."""
+    """How a trial ended. `values` has one number per metric of the spec when it completed."""
 
     status: str
-    value: float | None = None
+    values: list[float] | None = None
     runtime_s: float = 0.0
     reason: str = ""
     exit_code: int | None = None
+    steps: int | None = None  # the last training step it logged
+    total_steps: int | None = None
+    stopped_early: bool = False  # completed, but stopped by `early_stopping` before its last step
+
+    @property
+    def value(self) -> float | None:
+        return self.values[0] if self.values else None
 
 
-def trial_dir_name(number: int) -> str:
-    return f"trial-{number:03d}"
+def trial_dir_name(number: int, stage: str = "main") -> str:
+    return f"trial-{number:03d}" if stage == "main" else f"trial-{stage}-{number:03d}"
 
 
 def trial_config(
@@ -74,8 +82,10 @@ def trial_config(
     return cfg
 
 
-def write_trial_config(job: TrialJob, cfg: dict[str, Any]) -> None:
+def write_trial_config(job: TrialJob, cfg: dict[str, Any], token: str) -> None:
+    """The trial's folder, marked as this study's (so a later sweep never takes it for its own), and its YAML."""
     job.trial_dir.mkdir(parents=True, exist_ok=True)
+    (job.trial_dir / TRIAL_MARK).write_text(token + "\n")
     job.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
@@ -103,6 +113,124 @@ def llamafactory_launcher(job: TrialJob) -> Command:
 LAUNCHERS: dict[str, Launcher] = {"run": run_launcher, "llamafactory": llamafactory_launcher}
 
 
+# --- pruning and early stopping on the values a run logs while it trains ---
+
+
+@dataclass
+class TrialWatch:
+    """A trial's intermediate values (`eval_loss` by default) as trainer_log.jsonl gains them: each is reported
+    to optuna's pruner (`report`, `should_prune`), and `early_stopping` counts evaluations without improvement."""
+
+    key: str = "eval_loss"
+    study_goal: str = "minimize"
+    report: Callable[[float, int], None] | None = None
+    should_prune: Callable[[], bool] | None = None
+    patience: int | None = None
+    min_delta: float = 0.0
+    values: dict[int, float] = field(default_factory=dict)
+    last_step: int = 0
+    total_steps: int | None = None
+    pruned_at: int | None = None
+    stopped_at: int | None = None
+    _best: float | None = None
+    _since_best: int = 0
+
+    @classmethod
+    def for_spec(
+        cls,
+        spec: SweepSpec,
+        report: Callable[[float, int], None] | None = None,
+        should_prune: Callable[[], bool] | None = None,
+    ) -> TrialWatch:
+        es = spec.early_stopping
+        return cls(
+            key=spec.intermediate,
+            study_goal=spec.objectives[0].goal,
+            report=report if spec.prunes else None,
+            should_prune=should_prune if spec.prunes else None,
+            patience=es.patience if es else None,
+            min_delta=es.min_delta if es else 0.0,
+        )
+
+    @property
+    def lower_is_better(self) -> bool:
+        return INTERMEDIATE_GOALS.get(self.key, "minimize") == "minimize"
+
+    def observe(self, entry: dict[str, Any]) -> None:
+        step = entry.get("current_steps", entry.get("step"))
+        if isinstance(step, int):
+            self.last_step = max(self.last_step, step)
+        if isinstance(entry.get("total_steps"), int):
+            self.total_steps = entry["total_steps"]
+        value = entry.get(self.key)
+        if not isinstance(step, int) or isinstance(value, bool) or not isinstance(value, int | float):
+            return
+        value = float(value)
+        if not math.isfinite(value) or step in self.values:
+            return
+        self.values[step] = value
+        if self.report is not None and self.should_prune is not None and self.pruned_at is None:
+            # the pruner ranks by the study's direction; a loss watched for a maximised metric goes in negated
+            same_way = (self.study_goal == "minimize") == self.lower_is_better
+            self.report(value if same_way else -value, step)
+            if self.should_prune():
+                self.pruned_at = step
+        if self.patience is not None:
+            better = self._best is None or (
+                self._best - value > self.min_delta
+                if self.lower_is_better
+                else value - self._best > self.min_delta
+            )
+            if better:
+                self._best, self._since_best = value, 0
+            else:
+                self._since_best += 1
+                if self._since_best >= self.patience and self.stopped_at is None:
+                    self.stopped_at = step
+
+    def stop_reason(self) -> str | None:
+        if self.pruned_at is not None:
+            return f"pruned at step {self.pruned_at}"
+        if self.stopped_at is not None:
+            return f"early stopping at step {self.stopped_at}: {self.key} did not improve for {self.patience} evaluations"
+        return None
+
+    def best(self) -> tuple[int, float] | None:
+        """(step, value) of the best intermediate value so far."""
+        if not self.values:
+            return None
+        pick = min if self.lower_is_better else max
+        step = pick(self.values, key=lambda s: self.values[s])
+        return step, self.values[step]
+
+    def outcome(self, runtime: float, code: int | None) -> Outcome:
+        """The outcome of a trial this watch stopped."""
+        steps, total = self.last_step or None, self.total_steps
+        if self.pruned_at is not None:
+            last = self.values.get(self.pruned_at)
+            return Outcome(
+                "pruned",
+                values=None if last is None else [last],
+                runtime_s=runtime,
+                reason=f"pruned at step {self.pruned_at}" + (f" of {total}" if total else ""),
+                exit_code=code,
+                steps=steps,
+                total_steps=total,
+            )
+        best = self.best()
+        assert best is not None and self.stopped_at is not None
+        return Outcome(
+            "completed",
+            values=[best[1]],
+            runtime_s=runtime,
+            reason=f"early stopping at step {self.stopped_at}; best {self.key} at step {best[0]}",
+            exit_code=code,
+            steps=steps,
+            total_steps=total,
+            stopped_early=True,
+        )
+
+
 # --- reading what a run leaves behind ---
 
 
@@ -122,30 +250,49 @@ def log_rows(output_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def loss_curve(output_dir: Path) -> list[tuple[int, float]]:
-    """(step, train loss) points of a run, for the report plot."""
+def curve(output_dir: Path, key: str = "loss") -> list[tuple[int, float]]:
+    """(step, value) points of a run's `loss` or `eval_loss`, for the report plots."""
     rows = TrainerLog(output_dir / TRAINER_LOG).poll()
     points = [
-        (int(r["current_steps"]), float(r["loss"])) for r in rows if "loss" in r and "current_steps" in r
+        (int(r["current_steps"]), float(r[key]))
+        for r in rows
+        if isinstance(r.get(key), int | float) and "current_steps" in r
     ]
     if points:
         return points
     state = read_json(output_dir / TRAINER_STATE) or {}
     return [
-        (int(r["step"]), float(r["loss"]))
+        (int(r["step"]), float(r[key]))
         for r in state.get("log_history", [])
-        if "loss" in r and "step" in r
+        if isinstance(r, dict) and isinstance(r.get(key), int | float) and "step" in r
     ]
 
 
+def loss_curve(output_dir: Path) -> list[tuple[int, float]]:
+    return curve(output_dir, "loss")
+
+
+def steps_reached(output_dir: Path) -> tuple[int | None, int | None]:
+    """The last step a run logged and its total, from trainer_log.jsonl."""
+    rows = TrainerLog(output_dir / TRAINER_LOG).poll()
+    steps = [r["current_steps"] for r in rows if isinstance(r.get("current_steps"), int)]
+    totals = [r["total_steps"] for r in rows if isinstance(r.get("total_steps"), int)]
+    return (max(steps) if steps else None), (totals[-1] if totals else None)
+
+
 def read_metric(output_dir: Path, name: str) -> tuple[float | None, list[str]]:
-    """The metric from all_results.json, else its last value in trainer_state.json; plus the keys seen."""
-    results = read_json(output_dir / "all_results.json")
+    """The metric from all_results.json, the run record (`measured_peak_gib`, `runtime_s`, ...) or the last
+    value in trainer_state.json; plus the keys seen."""
     seen: list[str] = []
-    if isinstance(results, dict):
-        seen = sorted(results)
-        if isinstance(results.get(name), int | float):
-            return float(results[name]), seen
+    for source in ("all_results.json", RECORD_NAME):
+        results = read_json(output_dir / source)
+        if isinstance(results, dict):
+            seen += sorted(
+                k for k, v in results.items() if isinstance(v, int | float) and not isinstance(v, bool)
+            )
+            value = results.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value), seen
     state = read_json(output_dir / TRAINER_STATE)
     if isinstance(state, dict):
         for row in reversed(state.get("log_history", [])):
@@ -177,19 +324,36 @@ def run_metric_command(command: str | list[str], job: TrialJob) -> tuple[float |
         return None, f"metric command printed no number on its last line; see {job.trial_dir / 'metric.log'}"
 
 
+def _metric_value(metric: MetricSpec, job: TrialJob) -> tuple[float | None, str]:
+    if metric.command is not None:
+        return run_metric_command(metric.command, job)
+    value, seen = read_metric(job.output_dir, metric.name)
+    if value is not None:
+        return value, ""
+    return None, (
+        f"metric `{metric.name}` is not in all_results.json, the run record or trainer_state.json"
+        + (f" (keys: {', '.join(seen)})" if seen else "")
+        + "; set `metric.name` to one of them, or enable evaluation (val_size, eval_strategy)"
+    )
+
+
 # --- the trial's process, through the one watcher ---
+
+Executor = Callable[[TrialJob, TrialWatch, Callable[[], str | None]], Outcome]
 
 
 def execute(
     job: TrialJob,
     spec: SweepSpec,
     launcher: Launcher,
-    stop: threading.Event,
+    watch: TrialWatch,
+    should_stop: Callable[[], str | None],
     *,
     poll_s: float = 1.0,
     on_start: Callable[[int], None] | None = None,
 ) -> Outcome:
-    """Run one trial to its end, stopping it early when it diverges or when the sweep stops."""
+    """Run one trial to its end, stopping it early when it diverges, when the pruner or early stopping says
+    so, or when the sweep stops (`should_stop` returns why)."""
     log_path = job.trial_dir / LOG_FILE
     log_path.unlink(missing_ok=True)
     try:
@@ -198,26 +362,36 @@ def execute(
             output_dir=job.output_dir,
             log_path=log_path,
             divergence_factor=spec.divergence_factor,
+            on_progress=watch.observe,
             on_start=on_start,
-            should_stop=lambda: "the sweep stopped" if stop.is_set() else None,
+            should_stop=lambda: should_stop() or watch.stop_reason(),
             poll_s=poll_s,
             grace_s=5.0,
         )
     except LfTunerError as exc:
         return Outcome("failed", reason=exc.message)
     code, runtime = result.returncode, result.runtime_s
+    if result.stopped_for and watch.stop_reason() == result.stopped_for:
+        return watch.outcome(runtime, code)
     if result.stopped_for:
         return Outcome("interrupted", runtime_s=runtime, reason=result.stopped_for, exit_code=code)
     if result.diverged and code != 0:
+        steps, total = steps_reached(job.output_dir)
         return Outcome(
-            "diverged", runtime_s=runtime, reason=f"stopped by the sweep: {result.diverged}", exit_code=code
+            "diverged",
+            runtime_s=runtime,
+            reason=f"stopped by the sweep: {result.diverged}",
+            exit_code=code,
+            steps=steps,
+            total_steps=total,
         )
     return finish(job, spec, code, runtime, oom=result.oom)
 
 
 def finish(job: TrialJob, spec: SweepSpec, code: int, runtime: float, *, oom: bool = False) -> Outcome:
-    """Classify a trial whose process has exited and read its metric."""
+    """Classify a trial whose process has exited and read its metrics."""
     record = read_json(job.output_dir / RECORD_NAME)
+    steps, total = steps_reached(job.output_dir)
     if isinstance(record, dict) and record.get("status") in STATUSES:
         status = str(record["status"])
         reason = str(record.get("reason") or record.get("message") or "")
@@ -235,21 +409,47 @@ def finish(job: TrialJob, spec: SweepSpec, code: int, runtime: float, *, oom: bo
         if why:
             status, reason = "diverged", why
     if status != "completed":
-        return Outcome(status, runtime_s=runtime, reason=reason or f"exit code {code}", exit_code=code)
-    if spec.metric.command is not None:
-        value, reason = run_metric_command(spec.metric.command, job)
-    else:
-        value, seen = read_metric(job.output_dir, spec.metric.name)
-        reason = (
-            ""
-            if value is not None
-            else (
-                f"metric `{spec.metric.name}` is not in all_results.json or trainer_state.json"
-                + (f" (keys: {', '.join(seen)})" if seen else "")
-                + "; set `metric.name` to one of them, or enable evaluation (val_size, eval_strategy)"
-            )
+        return Outcome(
+            status,
+            runtime_s=runtime,
+            reason=reason or f"exit code {code}",
+            exit_code=code,
+            steps=steps,
+            total_steps=total,
         )
-    if value is None or not math.isfinite(value):
-        status = "failed" if value is None else "diverged"
-        return Outcome(status, runtime_s=runtime, reason=reason or f"metric is {value}", exit_code=code)
-    return Outcome("completed", value=value, runtime_s=runtime, exit_code=code)
+    values: list[float] = []
+    for metric in spec.objectives:
+        value, reason = _metric_value(metric, job)
+        if value is None or not math.isfinite(value):
+            status = "failed" if value is None else "diverged"
+            return Outcome(
+                status,
+                runtime_s=runtime,
+                reason=reason or f"{metric.name} is {value}",
+                exit_code=code,
+                steps=steps,
+                total_steps=total,
+            )
+        values.append(value)
+    return Outcome(
+        "completed", values=values, runtime_s=runtime, exit_code=code, steps=steps, total_steps=total
+    )
+
+
+def adoptable(job: TrialJob, spec: SweepSpec, started_at: float | None = None) -> Outcome | None:
+    """The result of a trial that ended while its sweep was not watching: its run record's verdict (unless it
+    was interrupted), or completed when all_results.json holds the metrics. None when it did not finish."""
+    record = read_json(job.output_dir / RECORD_NAME)
+    results = job.output_dir / "all_results.json"
+    if isinstance(record, dict):
+        if record.get("status") not in STATUSES or record.get("status") == "interrupted":
+            return None
+        ended = job.output_dir / RECORD_NAME
+    elif isinstance(read_json(results), dict):
+        ended = results
+    else:
+        return None
+    runtime = max(0.0, ended.stat().st_mtime - started_at) if started_at else 0.0
+    code = 0 if not isinstance(record, dict) else int(record.get("exit_code") or 0)
+    outcome = finish(job, spec, code, runtime)
+    return None if outcome.status == "failed" and not isinstance(record, dict) else outcome
