@@ -125,7 +125,9 @@ def check_trial_configs(spec: SweepSpec, base: dict[str, Any], points: list[dict
             cfg.update(spec.budget.model_dump(exclude_none=True))
         for p in validate_config(cfg):
             if p.key in swept and p.key in point and p.key not in problems:
-                problems[p.key] = Problem(f"parameters.{p.key}", f"{p.message} (in the trial {describe(point)})")
+                problems[p.key] = Problem(
+                    f"parameters.{p.key}", f"{p.message} (in the trial {describe(point)})"
+                )
     if problems:
         raise SpecError(list(problems.values()), "sweep")
 

@@ -538,7 +538,9 @@ def _save(axes: Any, path: Path) -> None:
     first = axes.flat[0] if hasattr(axes, "flat") else axes
     fig = first.figure
     fig.set_size_inches(max(fig.get_size_inches()[0], 8), max(fig.get_size_inches()[1], 5))
-    fig.tight_layout()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # colour-bar axes that tight_layout cannot place
+        fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -49,7 +49,7 @@ def render_array_script(
         storage=shlex.quote(url),
         storage_shown=shown,
         needs_env=shown != url,
-        dashboard=shlex.quote(shown),
+        dashboard=shown,
         job_name=job_name,
         cli=shlex.quote(cli),
         spec=shlex.quote(str(spec_path.absolute())),

@@ -210,8 +210,14 @@ class SweepSpec(_Strict):
         return stage.method or self.method
 
     def stage_parameters(self, stage: StageSpec) -> dict[str, ParamSpec]:
-        """The stage's space: the top-level parameters with the stage's own entries over them."""
-        return {**self.parameters, **stage.parameters}
+        """The stage's space: the first stage searches the top-level parameters (with its own entries over
+        them); a later stage searches what it lists and keeps every other swept key at the best so far."""
+        first = not self.stages or stage.name == self.stages[0].name
+        keep = ParamSpec(at_best=True)
+        return {
+            name: stage.parameters.get(name) or (p if first or p.expr is not None else keep)
+            for name, p in self.parameters.items()
+        }
 
     def stage_sampler_args(self, stage: StageSpec) -> dict[str, Any]:
         return dict(stage.sampler if stage.sampler is not None else self.sampler)

@@ -29,7 +29,11 @@ POINTER_FILE = "sweep.json"  # which storage and study a sweep folder belongs to
 TRIAL_MARK = ".lf-tuner-trial"  # in every trial folder: the token of the study that made it
 TRIAL_DIR = re.compile(r"^trial-.*\d{3}$")
 _RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
-_DRIVERS = {"postgresql": "psycopg2-binary", "mysql": "pymysql (and a `mysql+pymysql://` URL)"}
+# SQLAlchemy's default driver for each scheme, and how to install it
+_DRIVERS = {
+    "postgresql": ("psycopg", "pip install 'psycopg[binary]' (or `pip install 'lf-tuner[postgres]'`)"),
+    "mysql": ("MySQLdb", "pip install mysqlclient, or pip install pymysql and write mysql+pymysql://"),
+}
 
 Emit = Callable[[str], None]
 
@@ -187,18 +191,31 @@ def open_storage(url: str | None, sweep_dir: Path, emit: Emit | None = None) -> 
             f"--storage: `{scheme}://` is not a storage optuna knows; use sqlite:///FILE, postgresql://..., "
             "mysql://... or a journal file path"
         )
-    from optuna.storages import RDBStorage
-
     try:
-        return RDBStorage(url)
-    except ModuleNotFoundError as exc:
-        driver = _DRIVERS.get(scheme, exc.name or "its driver")
-        raise LfTunerError(
-            f"--storage: {scheme} needs the `{exc.name}` driver: pip install {driver}"
-        ) from None
+        return _rdb_storage(url)
+    except ImportError as exc:  # optuna hides which module; SQLAlchemy names the scheme's default driver
+        plain = "+" not in url.split("://", 1)[0]
+        module, how = _DRIVERS.get(scheme, ("its driver", "install the driver the URL names"))
+        driver = f"the `{module}` driver" if plain else "the driver the URL names"
+        raise LfTunerError(f"--storage {mask(url)}: needs {driver}: {how if plain else exc}") from None
     except Exception as exc:  # sqlalchemy's errors carry the server's message
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise LfTunerError(f"--storage {mask(url)}: cannot open the database ({first})") from None
+
+
+def _rdb_storage(url: str) -> optuna.storages.BaseStorage:
+    """optuna's RDBStorage. Two machines opening a fresh database at once both create optuna's tables and one
+    loses the race (a duplicate-key error): it opens the database again and finds them made."""
+    from optuna.storages import RDBStorage
+
+    for attempt in range(5):
+        try:
+            return RDBStorage(url)
+        except Exception as exc:
+            text = str(getattr(exc, "orig", None) or exc)
+            if attempt == 4 or ("duplicate key" not in text and "already exists" not in text):
+                raise
+    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------- the sweep folder

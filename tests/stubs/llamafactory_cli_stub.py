@@ -66,6 +66,11 @@ def eval_loss(lr, rank, step, total):
     return train_loss(lr, rank, step, total) + 0.04 + 0.002 * rank * step / total
 
 
+def step_seconds(rank):
+    """Simulated GPU seconds per step: a higher rank trains more parameters (a cost to trade off)."""
+    return 0.5 + 0.01 * rank
+
+
 def _noise(lr, rank, step):
     """Deterministic batch-to-batch noise in [-1, 1]."""
     x = math.sin(step * 12.9898 + rank * 78.233 + math.log(lr) * 37.719) * 43758.5453
@@ -92,7 +97,12 @@ def simulate(cfg):
             rows.append(row)
     final = eval_loss(lr, rank, total, total)
     mean = sum(losses) / len(losses) if losses else float("nan")
-    results = {"epoch": 1.0, "eval_loss": final, "train_loss": mean, "train_runtime": 0.0}
+    results = {
+        "epoch": 1.0,
+        "eval_loss": final,
+        "train_loss": mean,
+        "train_runtime": total * step_seconds(rank),
+    }
     return rows, results
 
 
@@ -127,7 +137,6 @@ def run_curve(cfg, out):
                 while not os.path.exists(gate):
                     time.sleep(0.02)
                 gate = None
-    results["train_runtime"] = round(step_s * rows[-1]["current_steps"], 3) if rows else 0.0
     state = {"global_step": rows[-1]["current_steps"] if rows else 0, "log_history": history}
     with open(os.path.join(out, "trainer_state.json"), "w") as fh:
         json.dump(state, fh)
