@@ -35,6 +35,7 @@ from lf_tuner.sweep.spec import SpecError, StageSpec, SweepSpec
 from lf_tuner.sweep.storage import (
     STUDY_NAME,
     DirLock,
+    is_url,
     open_storage,
     refuse_foreign,
 )
@@ -181,7 +182,14 @@ class Sweep:
         self.imports = list(imports or [])
         self.study_name = study_name
         self.stop = threading.Event()
-        self.lock = DirLock(sweep_dir / LOCK_FILE)
+        # all processes on one journal share one lock (flock, next to the journal); processes on a database
+        # share only what the database serialises
+        on_db = storage_url is not None and is_url(storage_url)
+        self.lock_shared = not on_db
+        lock_path = (
+            sweep_dir / LOCK_FILE if storage_url is None or on_db else Path(f"{storage_url}.sweep.lock")
+        )
+        self.lock = DirLock(lock_path)
         self.host = socket.gethostname()
         self.me = {"host": self.host, "pid": os.getpid(), "pid_start": process_start(os.getpid())}
         self.errors: list[BaseException] = []
@@ -231,7 +239,7 @@ class Sweep:
         except DuplicatedStudyError:
             study = optuna.load_study(study_name=name, storage=self.storage)
             self._check_same(study)
-            self._wait_ready(study)
+            self._wait_ready(study, stage)
         self.spaces[stage.name] = Space.from_json(study.user_attrs["space"])
         self.token = str(study.user_attrs.get("token") or self.token)
         study.pruner = make_pruner(self.spec)
@@ -259,27 +267,36 @@ class Sweep:
         if [d.name.lower() for d in study.directions] != self.spec.directions:
             raise LfTunerError(f"study `{study.study_name}`: its directions differ from the spec's metrics")
 
-    def _wait_ready(self, study: optuna.Study) -> None:
-        deadline = time.monotonic() + READY_WAIT_S
+    def _wait_ready(self, study: optuna.Study, stage: StageSpec) -> None:
+        """A study another process created: wait until it is set up. Under the shared folder lock its creator
+        would have finished, so an unfinished set-up means the creator was killed: finish it here. A database
+        shared with other machines gets READY_WAIT_S before this process takes over."""
+        deadline = time.monotonic() + (0.0 if self.lock_shared else READY_WAIT_S)
         while not study.user_attrs.get("ready"):
-            if time.monotonic() > deadline:
-                raise LfTunerError(
-                    f"study `{study.study_name}`: another process began setting it up and never finished; "
-                    "if that process is gone, use a new --study name"
-                )
+            if time.monotonic() >= deadline:
+                self.emit(f"study `{study.study_name}`: its set-up was left unfinished; finishing it")
+                self._set_up(study, stage)
+                return
             time.sleep(min(self.poll_s, 1.0))
 
     def _set_up(self, study: optuna.Study, stage: StageSpec) -> None:
-        """The creator's part: attributes, the stage's resolved space, grid points to run."""
+        """The creator's part: attributes, the stage's resolved space, grid points to run. Safe to run again
+        on a set-up that was cut short: what is there already is kept, nothing is queued twice."""
         params = self.spec.stage_parameters(stage)
-        best: dict[str, Any] | None = None
-        if any(p.is_relative for p in params.values()):
-            found = self.best_so_far()
-            best = found[1] if found else self._best_imported()
-        space = resolve(params, best, stage.name)
-        if best is not None:
-            self.emit(f"stage {stage.name}: around the best so far ({describe(best)}): {_space_text(space)}")
-        self.token = self.token or uuid.uuid4().hex
+        attrs = study.user_attrs
+        if "space" in attrs:
+            space = Space.from_json(attrs["space"])
+        else:
+            best: dict[str, Any] | None = None
+            if any(p.is_relative for p in params.values()):
+                found = self.best_so_far()
+                best = found[1] if found else self._best_imported()
+            space = resolve(params, best, stage.name)
+            if best is not None:
+                self.emit(
+                    f"stage {stage.name}: around the best so far ({describe(best)}): {_space_text(space)}"
+                )
+        self.token = str(attrs.get("token") or self.token or uuid.uuid4().hex)
         metrics = self.spec.objectives
         for key, value in {
             "fingerprint": self.spec.fingerprint(),
@@ -300,10 +317,15 @@ class Sweep:
         if self.imports and stage is self.stages[0]:
             self._add_imports(study, stage, space)
         if self.spec.stage_method(stage) == "grid":
-            measured = self._measured(study, space)
-            points = [p for p in space.grid_points() if params_key(p, space.sampled) not in measured]
-            for point in points[: stage.max_trials] if stage.max_trials else points:
-                study.enqueue_trial({k: point[k] for k in space.sampled})
+            points = space.grid_points()
+            points = points[: stage.max_trials] if stage.max_trials else points
+            taken = {  # measured, or queued by a set-up that was cut short
+                params_key(dict(t.system_attrs.get("fixed_params") or t.params), space.sampled)
+                for t in study.get_trials(deepcopy=False)
+            }
+            for point in points:
+                if params_key(point, space.sampled) not in taken:
+                    study.enqueue_trial({k: point[k] for k in space.sampled})
         study.set_user_attr("ready", True)
 
     def current_stage(self) -> StageSpec:
@@ -371,6 +393,8 @@ class Sweep:
             return process_start(int(a["pid"])) != a.get("pid_start")
         if "host" in a:
             return not self.worker and now - float(a.get("heartbeat", a.get("started_at", 0))) > STALE_S
+        if self.lock_shared:  # asking and naming happen under the lock we hold: its asker was killed between
+            return True
         started = t.datetime_start.timestamp() if t.datetime_start else 0.0
         return now - started > STALE_S  # asked by a process that never got to say who it is
 
@@ -411,13 +435,16 @@ class Sweep:
     def _requeue(
         self, study: optuna.Study, trial: optuna.trial.Trial, params: dict[str, Any], reason: str
     ) -> None:
+        """Mark an interrupted trial and queue its parameters again, once: the retry is queued before the
+        trial is closed, and a retry already queued (by a process killed in between) is not queued twice."""
         from optuna.trial import TrialState
 
         trial.set_user_attr("status", "interrupted")
         trial.set_user_attr("reason", reason)
         trial.set_user_attr("requeued", True)
+        if not any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False)):
+            study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
         study.tell(trial, state=TrialState.FAIL)
-        study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
 
     # --- the loop ---
 
@@ -479,9 +506,19 @@ class Sweep:
 
         trials = study.get_trials(deepcopy=False)
         if self.spec.stage_method(stage) == "grid":
-            done = self._measured(study, space).get(params_key(trial.params, space.sampled))
+            key = params_key(trial.params, space.sampled)
+            done = self._measured(study, space).get(key)
             if done is not None:
                 return "skipped", f"measured already by trial {done}"
+            running = [
+                t.number
+                for t in trials
+                if t.state == TrialState.RUNNING
+                and t.number != trial.number
+                and params_key(t.params, space.sampled) == key
+            ]
+            if running:
+                return "skipped", f"running already as trial {running[0]}"
             return None
         if "retry_of" in trial.user_attrs or stage.max_trials is None:
             return None
