@@ -301,15 +301,11 @@ def test_worker_leaves_other_machines_running_trials_alone(tmp_path: Path, fake_
     first = Sweep(spec, d, {}, LAUNCHERS["llamafactory"])
     space = first.spaces["main"]
     alive = first.study.ask(space.distributions())  # a worker on another machine, heard from just now
-    for key, value in {"host": "other-machine", "pid": 1, "pid_start": "0", "heartbeat": time.time()}.items():
+    owner = {"host": "other-machine", "pid": 1, "start": "0"}
+    for key, value in {"owner": owner, "heartbeat": time.time()}.items():
         alive.set_user_attr(key, value)
     silent = first.study.ask(space.distributions())  # one that has not said anything for an hour
-    for key, value in {
-        "host": "other-machine",
-        "pid": 1,
-        "pid_start": "0",
-        "heartbeat": time.time() - 3600,
-    }.items():
+    for key, value in {"owner": owner, "heartbeat": time.time() - 3600}.items():
         silent.set_user_attr(key, value)
 
     Sweep(

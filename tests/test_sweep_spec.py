@@ -16,7 +16,7 @@ from lf_tuner.cli import cli
 from lf_tuner.errors import BadValue
 from lf_tuner.sweep import SpecError, parse_spec
 from lf_tuner.sweep.expr import ExprError, eval_expr, expr_names
-from lf_tuner.sweep.space import Space, preview
+from lf_tuner.sweep.space import Space, preview, resolve
 
 BASE: dict[str, Any] = {
     "base": "train.yaml",
@@ -392,11 +392,53 @@ def test_bad_gpus_flag_exits_2(tmp_path: Path) -> None:
     assert "--gpus" in result.stderr
 
 
-def test_example_spec_is_valid() -> None:
+def test_example_specs_are_valid() -> None:
     from lf_tuner.sweep import load_spec
 
-    spec = load_spec(Path(__file__).resolve().parent.parent / "examples" / "sweep.yaml")
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    spec = load_spec(examples / "sweep.yaml")
     assert grid_size(spec) == 12
+    staged = load_spec(examples / "sweep_stages.yaml")
+    assert [s.name for s in staged.stage_list()] == ["coarse", "fine", "local"]
+    assert staged.stage_parameters(staged.stage_list()[1])["lora_rank"].at_best  # kept at the best
+
+
+def test_stage_ranges_resolve_around_the_best() -> None:
+    spec = parse_spec(
+        spec_with(
+            stages=[
+                {"name": "coarse"},
+                {
+                    "name": "fine",
+                    "method": "tpe",
+                    "max_trials": 3,
+                    "parameters": {"learning_rate": {"around_best": 4}, "lora_rank": {"around_best": 2}},
+                },
+                {"name": "local", "parameters": {"learning_rate": {"values_around_best": [0.5, 1, 2]}}},
+            ]
+        )
+    )
+    best = {"learning_rate": 2.0e-4, "lora_rank": 32, "lora_alpha": 64}
+    fine = resolve(spec.stage_parameters(spec.stage_list()[1]), best, "fine")
+    lr, rank = fine.parameters["learning_rate"], fine.parameters["lora_rank"]
+    assert (lr.distribution, lr.min, lr.max) == ("log_uniform", 5.0e-5, 8.0e-4)
+    assert (rank.distribution, rank.min, rank.max) == ("int", 16, 64)
+    local = resolve(spec.stage_parameters(spec.stage_list()[2]), best, "local")
+    assert local.grid_points() == [
+        {"learning_rate": 1.0e-4, "lora_rank": 32, "lora_alpha": 64},
+        {"learning_rate": 2.0e-4, "lora_rank": 32, "lora_alpha": 64},
+        {"learning_rate": 4.0e-4, "lora_rank": 32, "lora_alpha": 64},
+    ]
+    ints = resolve(
+        {
+            "lora_rank": parse_spec(spec_with())
+            .parameters["lora_rank"]
+            .model_copy(update={"values": None, "values_around_best": [0.5, 0.75, 1]})
+        },
+        {"lora_rank": 8},
+        "x",
+    )
+    assert ints.parameters["lora_rank"].values == [4, 6, 8]  # whole numbers stay whole
 
 
 def test_gpu_slots_group_gpus_per_trial(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -191,7 +191,8 @@ class Sweep:
         )
         self.lock = DirLock(lock_path)
         self.host = socket.gethostname()
-        self.me = {"host": self.host, "pid": os.getpid(), "pid_start": process_start(os.getpid())}
+        # who runs a trial: written as one attribute, so another process never reads half of it
+        self.me = {"host": self.host, "pid": os.getpid(), "start": process_start(os.getpid())}
         self.errors: list[BaseException] = []
         self.stages = spec.stage_list()
         self.studies: dict[str, optuna.Study] = {}
@@ -388,10 +389,11 @@ class Sweep:
 
     def _owner_gone(self, t: optuna.trial.FrozenTrial) -> bool:
         a = t.user_attrs
+        owner = a.get("owner")
         now = time.time()
-        if a.get("host") == self.host:
-            return process_start(int(a["pid"])) != a.get("pid_start")
-        if "host" in a:
+        if isinstance(owner, dict) and owner.get("host") == self.host:
+            return process_start(int(owner["pid"])) != owner.get("start")
+        if isinstance(owner, dict):
             return not self.worker and now - float(a.get("heartbeat", a.get("started_at", 0))) > STALE_S
         if self.lock_shared:  # asking and naming happen under the lock we hold: its asker was killed between
             return True
@@ -407,9 +409,10 @@ class Sweep:
             if not self._owner_gone(t):
                 continue
             a = t.user_attrs
-            child = a.get("child_pid")
-            if a.get("host") == self.host and child and process_start(int(child)) == a.get("child_start"):
-                kill_group(int(child))
+            owner, child = a.get("owner") or {}, a.get("child") or {}
+            here = owner.get("host") == self.host
+            if here and child and process_start(int(child["pid"])) == child.get("start"):
+                kill_group(int(child["pid"]))
                 self.emit(f"trial {t.number}: stopped its training, left running by a sweep that was killed")
             outcome = None
             if a.get("trial_dir"):
@@ -489,9 +492,9 @@ class Sweep:
                 study.tell(trial, state=TrialState.FAIL)
                 return "skip"
             for key, value in {
-                **self.me,
-                "params": params,
                 "started_at": time.time(),
+                "owner": self.me,
+                "params": params,
                 "stage": stage.name,
             }.items():
                 trial.set_user_attr(key, value)
@@ -588,8 +591,7 @@ class Sweep:
             return None
 
         def on_start(pid: int) -> None:
-            trial.set_user_attr("child_pid", pid)
-            trial.set_user_attr("child_start", process_start(pid))
+            trial.set_user_attr("child", {"pid": pid, "start": process_start(pid)})
 
         if self.executor is not None:
             return self.executor(job, watch, should_stop)
