@@ -175,7 +175,7 @@ class TrialWatch:
             self.report(value if same_way else -value, step)
             if self.should_prune():
                 self.pruned_at = step
-        if self.patience is not None:
+        if self.patience is not None and (self.total_steps is None or step < self.total_steps):
             better = self._best is None or (
                 self._best - value > self.min_delta
                 if self.lower_is_better
