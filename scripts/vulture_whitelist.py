@@ -42,6 +42,7 @@ _.measured_source
 _.mean_train_loss
 _.total_steps
 _.retries
+_._pruner_name  # sweep spec: `pruner: median` read as `{type: median}`
 
 # LLaMA-Factory's DatasetAttr fields, set by DatasetAttr.join from dataset_info.json (setattr)
 _.num_samples

@@ -184,7 +184,6 @@ HAND_WRITTEN_INFO = json.dumps(
     },
     indent=2,
 )
-SWEEP = "owned by h14"
 
 
 CASES: list[Case] = [
@@ -396,13 +395,13 @@ CASES: list[Case] = [
     Case("sweep-base-missing", ("sweep", "s.yaml", "--dir", "s"), 1, r"nope.yaml",
          files={"s.yaml": spec(base="nope.yaml")}),
     Case("sweep-parameter-unknown", ("sweep", "s.yaml", "--dir", "s"), 1, r"learning_rat",
-         files={"s.yaml": spec(parameters={"learning_rat": {"values": [1.0e-4]}})}, owner=SWEEP),
+         files={"s.yaml": spec(parameters={"learning_rat": {"values": [1.0e-4]}})}),
     Case("sweep-parameter-wrong-type", ("sweep", "s.yaml", "--dir", "s"), 1, r"learning_rate",
-         files={"s.yaml": spec(parameters={"learning_rate": {"values": ["high"]}})}, owner=SWEEP),
+         files={"s.yaml": spec(parameters={"learning_rate": {"values": ["high"]}})}),
     Case("sweep-journal-garbage", ("sweep", "spec.yaml", "--dir", "s"), 1, r"optuna.journal",
-         files={"s/optuna.journal": "garbage that is not a journal\n"}, owner=SWEEP),
+         files={"s/optuna.journal": "garbage that is not a journal\n"}),
     Case("sweep-foreign-trials", ("sweep", "spec.yaml", "--dir", "s"), 1, r"trial-000",
-         files={"s/trial-000/output/adapter_model.safetensors": "older weights"}, owner=SWEEP),
+         files={"s/trial-000/output/adapter_model.safetensors": "older weights"}),
     # ------------------------------------------------------------------------------------------------ report
     Case("report-missing", ("report", "nowhere"), 1, r"nowhere: no optuna.journal here"),
     Case("report-a-file", ("report", "afile"), 2, r"afile", files={"afile": "x\n"}),

@@ -149,11 +149,19 @@ def _run(spec: Any, spec_path: Path, sweep_dir: Path, launcher: str, opts: dict[
         check_trial_configs,
         load_base_config,
         save_copies,
+        stage_study_name,
     )
     from lf_tuner.sweep.importing import read_rows
     from lf_tuner.sweep.slots import gpu_slots
     from lf_tuner.sweep.space import preview
-    from lf_tuner.sweep.storage import Pointer, mask, prepare_dir, write_pointer
+    from lf_tuner.sweep.storage import (
+        Pointer,
+        check_before_start,
+        check_pointer,
+        mask,
+        prepare_dir,
+        write_pointer,
+    )
     from lf_tuner.sweep.trial import LAUNCHERS
 
     slots = gpu_slots(opts["gpus"], spec.gpus_per_trial)
@@ -167,11 +175,13 @@ def _run(spec: Any, spec_path: Path, sweep_dir: Path, launcher: str, opts: dict[
         for note in notes:
             _echo(f"{path}: {note}")
         imports.append((str(path), rows))
-    prepare_dir(sweep_dir)
     storage = opts["storage"]
     pointer = Pointer(
         opts["study_name"], mask(storage) if storage else None, tuple(s.name for s in spec.stage_list())
     )
+    check_pointer(sweep_dir, pointer)  # nothing is written into a folder that is refused
+    check_before_start(sweep_dir, storage, stage_study_name(opts["study_name"], spec.stage_list()[0].name))
+    prepare_dir(sweep_dir)
     write_pointer(sweep_dir, pointer)
     save_copies(spec_path, sweep_dir, base)
     sweep = Sweep(

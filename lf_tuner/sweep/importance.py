@@ -10,7 +10,6 @@ variance, which is how a normalised importance of 44% can mean nothing.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,7 +120,3 @@ def kind_of(distribution: Any) -> str:
     if isinstance(distribution, FloatDistribution | IntDistribution) and distribution.log:
         return "log_range"
     return "range"
-
-
-def finite(values: list[float]) -> bool:
-    return all(math.isfinite(v) for v in values)

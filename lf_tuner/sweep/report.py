@@ -22,6 +22,7 @@ from lf_tuner.sweep.storage import (
     JOURNAL_FILE,
     POINTER_FILE,
     Pointer,
+    is_url,
     journal_storage,
     open_storage,
     read_pointer,
@@ -174,11 +175,13 @@ def _storage_for(sweep_dir: Path, pointer: Pointer, storage_url: str | None) -> 
             raise LfTunerError(
                 f"{sweep_dir}: no {JOURNAL_FILE} here; start the sweep with `lf-tuner sweep SPEC.yaml --dir {sweep_dir}`"
             )
-        return journal_storage(sweep_dir / JOURNAL_FILE)
+        return journal_storage(sweep_dir / JOURNAL_FILE, write=False)
     if "***" in pointer.storage:
         raise LfTunerError(
             f"{sweep_dir}: its study is in {pointer.storage}; give the URL with its password: --storage URL"
         )
+    if not is_url(pointer.storage):
+        return journal_storage(Path(pointer.storage), write=False)
     return open_storage(pointer.storage, sweep_dir)
 
 

@@ -91,7 +91,7 @@ class DirLock:
 # --------------------------------------------------------------------------- the journal file
 
 
-def check_journal(path: Path, emit: Emit) -> None:
+def check_journal(path: Path, emit: Emit, repair: bool = True) -> None:
     """Refuse a journal with lines optuna cannot read (one line saying where); cut off a torn last write.
 
     A process killed while appending can leave an unfinished last line (no newline): optuna skips it, but the
@@ -117,7 +117,7 @@ def check_journal(path: Path, emit: Emit) -> None:
                 f"{path}: line {number} is not an optuna journal entry ({shown!r}); the file was changed by "
                 "something other than lf-tuner. Keep a copy, delete that line and run again, or use a new --dir"
             )
-    if tail:
+    if tail and repair:
         with path.open("r+b") as fh:
             fh.truncate(len(data) - len(tail))
         emit(
@@ -135,13 +135,19 @@ def clear_stale_symlink_lock(path: Path, emit: Emit) -> None:
         emit(f"removed a stale optuna lock file {lock} (left by a process that was killed while writing)")
 
 
-def journal_storage(path: Path, emit: Emit | None = None) -> optuna.storages.BaseStorage:
-    """optuna's journal storage on `path` with a lock that cannot go stale."""
+def journal_storage(
+    path: Path, emit: Emit | None = None, *, write: bool = True
+) -> optuna.storages.BaseStorage:
+    """optuna's journal storage on `path` with a lock that cannot go stale. `write=False` (the report, imports,
+    the checks before a sweep starts) reads the journal as it is and leaves no file behind."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     say = emit or (lambda _msg: None)
     lock = FlockLock(Path(str(path) + ".flock"))
+    if not write:
+        check_journal(path, say, repair=False)
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))  # type: ignore[arg-type]
     try:
         lock.acquire()  # no other lf-tuner process is mid-append while the file is checked
     except OSError as exc:
@@ -165,6 +171,28 @@ def journal_storage(path: Path, emit: Emit | None = None) -> optuna.storages.Bas
 def storage(sweep_dir: Path) -> optuna.storages.BaseStorage:
     """The journal storage of a sweep folder."""
     return journal_storage(sweep_dir / JOURNAL_FILE)
+
+
+def check_before_start(sweep_dir: Path, url: str | None, study: str) -> None:
+    """Refuse a sweep folder before anything is written to it: a damaged journal, or trial folders that the
+    study `study` (its first stage) did not make."""
+    if not sweep_dir.is_dir():
+        return
+    journal = None if url is not None and is_url(url) else Path(url) if url else sweep_dir / JOURNAL_FILE
+    if journal is not None and journal.is_file():
+        check_journal(journal, lambda _msg: None, repair=False)
+    if not foreign_trials(sweep_dir, None):
+        return
+    token = None
+    if journal is None or journal.is_file():
+        import optuna
+
+        store = open_storage(url, sweep_dir) if journal is None else journal_storage(journal, write=False)
+        try:
+            token = optuna.load_study(study_name=study, storage=store).user_attrs.get("token")
+        except KeyError:
+            token = None
+    refuse_foreign(sweep_dir, str(token) if token else None)
 
 
 # --------------------------------------------------------------------------- storage URLs
@@ -236,7 +264,7 @@ class Pointer:
 def read_pointer(sweep_dir: Path) -> Pointer | None:
     try:
         data = json.loads((sweep_dir / POINTER_FILE).read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except (OSError, ValueError) as exc:
         raise LfTunerError(f"{sweep_dir / POINTER_FILE}: cannot read it ({exc}); was it edited?") from None
@@ -248,7 +276,15 @@ def read_pointer(sweep_dir: Path) -> Pointer | None:
 
 
 def write_pointer(sweep_dir: Path, pointer: Pointer) -> None:
+    check_pointer(sweep_dir, pointer)
     path = sweep_dir / POINTER_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(pointer.as_json(), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def check_pointer(sweep_dir: Path, pointer: Pointer) -> None:
+    """A sweep folder belongs to one study in one storage."""
     old = read_pointer(sweep_dir)
     if old is not None and (old.study, old.storage) != (pointer.study, pointer.storage):
         where = old.storage or f"{sweep_dir / JOURNAL_FILE}"
@@ -256,9 +292,6 @@ def write_pointer(sweep_dir: Path, pointer: Pointer) -> None:
             f"{sweep_dir}: belongs to study `{old.study}` in {where}; run it with the same --storage/--study, "
             "or use a new --dir"
         )
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(pointer.as_json(), indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def prepare_dir(sweep_dir: Path) -> None:

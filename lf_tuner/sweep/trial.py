@@ -268,10 +268,6 @@ def curve(output_dir: Path, key: str = "loss") -> list[tuple[int, float]]:
     ]
 
 
-def loss_curve(output_dir: Path) -> list[tuple[int, float]]:
-    return curve(output_dir, "loss")
-
-
 def steps_reached(output_dir: Path) -> tuple[int | None, int | None]:
     """The last step a run logged and its total, from trainer_log.jsonl."""
     rows = TrainerLog(output_dir / TRAINER_LOG).poll()
