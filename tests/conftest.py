@@ -28,6 +28,16 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    # An empty Hugging Face cache of the test's own: the developer's cache never answers for a model.
+    # huggingface_hub reads HF_HUB_CACHE once, at import, so the module's value is replaced too.
+    import huggingface_hub.constants
+
+    hub_cache = tmp_path / "hf-home" / "hub"
+    monkeypatch.setenv("HF_HOME", str(hub_cache.parent))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.delenv("USE_MODELSCOPE_HUB", raising=False)
+    monkeypatch.delenv("USE_OPENMIND_HUB", raising=False)
     return home
 
 

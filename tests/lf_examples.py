@@ -59,6 +59,11 @@ STAND_INS: dict[str, dict[str, Any]] = {
     "TechxGenus/Meta-Llama-3-8B-Instruct-GPTQ": _LLAMA3_8B,
     "ISTA-DASLab/Meta-Llama-3-8B-Instruct-AQLM-2Bit-1x16": _LLAMA3_8B,
     "models/llama3-8b-pro": {**_LLAMA3_8B, "num_hidden_layers": 40},  # extras/llama_pro/expand.sh: 32 + 8 layers
+    "models/Qwen2.5-7B": {  # a local folder: resolved only through its stand-in, never the catalog's Qwen2.5-7B
+        "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+        "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064, "tie_word_embeddings": False,
+        "max_position_embeddings": 131072,
+    },
     "models/Llama-2-7b": {
         "model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
         "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000, "tie_word_embeddings": False,

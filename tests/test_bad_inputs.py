@@ -218,7 +218,8 @@ CASES: list[Case] = [
          files={"m2/config.json": "{not json"}),
     # ------------------------------------------------------------------------------------------------ models
     Case("models-unknown-option", ("models", "--bogus"), 2, r"No such option '--bogus'"),
-    Case("models-extra-argument", ("models", "Qwen"), 2, r"Got unexpected extra argument"),
+    Case("models-extra-argument", ("models", "Qwen", "Llama"), 2, r"Got unexpected extra argument"),
+    Case("models-no-match", ("models", "no-such-model"), 2, r"no model matches `no-such-model`"),
     # ------------------------------------------------------------------------------------------------ cutoff
     Case("cutoff-nothing", ("cutoff",), 2, r"pass a data file, --dataset NAME"),
     Case("cutoff-data-missing", ("cutoff", "nope.json", "--tokenizer", "model"), 2, r"nope.json does not exist"),

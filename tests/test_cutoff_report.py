@@ -74,9 +74,10 @@ def test_model_template() -> None:
 
 def test_token_counter_choice(tmp_path: Path, tok: Path) -> None:
     assert cutoff_report.token_counter(None, None, None) is None
-    assert (
-        cutoff_report.token_counter(None, None, "Qwen/Qwen3-8B") is None
-    )  # a hub name holds no tokenizer here
+    with pytest.raises(
+        LfTunerError, match=r"no tokenizer for `Qwen/Qwen3-8B`\. Tried: .*Pass --tokenizer DIR"
+    ):
+        cutoff_report.token_counter(None, None, "Qwen/Qwen3-8B")  # a Hub id: not cached, and offline
     given, own = (
         cutoff_report.token_counter(tok, None, None),
         cutoff_report.token_counter(None, None, str(tok)),

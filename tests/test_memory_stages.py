@@ -148,9 +148,9 @@ def test_oft_params_match_peft(block: int, rank: int) -> None:
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256, "tie_word_embeddings": True,
         "max_position_embeddings": 128,
     }  # fmt: skip
-    from lf_tuner.models.resolve import from_config
+    from lf_tuner.models import arch_from_config
 
-    arch = from_config(cfg, "tiny")
+    arch = arch_from_config(cfg, "tiny")
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg))
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     peft = get_peft_model(model, OFTConfig(r=rank, oft_block_size=block, target_modules=targets))

@@ -37,6 +37,9 @@ def test_wheel_ships_templates_and_presets(tmp_path: Path) -> None:
     assert [m for m in modules if m not in names] == [], "a package is missing from pyproject's list"
     assert "lf_tuner/py.typed" in names
     assert "lf_tuner/config/llamafactory_schema.json" in names
+    assert {"lf_tuner/models/registry.json", "lf_tuner/models/configs.json"} <= set(
+        names
+    )  # the model catalog
 
 
 def test_package_data_loads_through_importlib_resources() -> None:

@@ -241,7 +241,7 @@ RULE_ROWS: list[tuple[str, dict[str, object], str | None]] = [
     (
         "lora_target_modules",
         {"lora_target": "q_proj,foo_proj"},
-        "lora_target: `foo_proj` is not a module of Qwen2.5-0.5B; use `all` or some of: "
+        "lora_target: `foo_proj` is not a module of Qwen/Qwen2.5-0.5B-Instruct; use `all` or some of: "
         "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj",
     ),
     ("lora_target_modules", {"lora_target": ["q_proj", "v_proj"]}, None),
@@ -409,7 +409,7 @@ def test_validate_cli_checks_what_llamafactory_fails_on_later(tmp_path: Path) ->
     assert result.output.splitlines()[1:] == [
         "quantization_bit: 3 bits is not supported by bnb quantization; use 4 or 8",
         "template: `qwenn` is not a LLaMA-Factory 0.9.5 template; did you mean `qwen` or `qwen3` or `qwen3_omni`?",
-        "lora_target: `foo_proj` is not a module of Qwen2.5-0.5B; use `all` or some of: "
+        "lora_target: `foo_proj` is not a module of Qwen/Qwen2.5-0.5B-Instruct; use `all` or some of: "
         "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj",
         f"dataset: `e` is not in {tmp_path}/data/dataset_info.json; add it there",
     ]

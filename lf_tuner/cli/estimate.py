@@ -28,11 +28,12 @@ from lf_tuner.memory import (
     fit_changes,
     fsdp_from_accelerate,
     max_cutoff,
+    patches_per_sample,
     report_fit,
     setup_from_config,
     unsupported,
 )
-from lf_tuner.models import resolve_model
+from lf_tuner.models import resolve_config
 
 LABELS = {
     "weights": "base weights",
@@ -108,8 +109,9 @@ def gather_setup(config: Path | None, model: str | None, flags: dict[str, Any]) 
             nodes = int(accelerate.get("num_machines", 1) or 1)
         if fsdp is not None:
             fsdp = Fsdp(fsdp.version, fsdp.strategy, fsdp.offload_params, gpus, nodes)
-    arch = resolve_model(str(cfg["model_name_or_path"]))
-    return setup_from_config(cfg, arch, gpus=gpus or 1, nodes=nodes, fsdp=fsdp)
+    setup = setup_from_config(cfg, resolve_config(cfg), gpus=gpus or 1, nodes=nodes, fsdp=fsdp)
+    media = {k: flags[k] for k in ("images", "videos") if flags.get(k) is not None}
+    return replace(setup, vision=replace(setup.vision, **media)) if media else setup
 
 
 def title(est: Estimate) -> str:
@@ -160,7 +162,9 @@ def eval_line(est: Estimate) -> str | None:
 
 @click.command("estimate")
 @click.option(
-    "--model", "-m", help="Catalog name (Qwen2.5-7B), model directory with config.json, or config.json."
+    "--model",
+    "-m",
+    help="Hub id (Qwen/Qwen3-4B), a name from `lf-tuner models`, a model directory or its config.json.",
 )
 @click.option("--config", "-c", type=click.Path(path_type=Path), help="A LLaMA-Factory training YAML.")
 @click.option("--stage", type=click.Choice(STAGES), help="Training stage (default: the config's, or sft).")
@@ -205,6 +209,8 @@ def eval_line(est: Estimate) -> str | None:
     is_flag=True,
     help=f"Exit with status {DoesNotFit.exit_code} when the run does not fit the GPUs it is checked against.",
 )
+@click.option("--images", type=click.IntRange(min=0), help="Images per sample (vision models; default 1).")
+@click.option("--videos", type=click.IntRange(min=0), help="Videos per sample (vision models; default 0).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def command(
     config: Path | None,
@@ -240,9 +246,12 @@ def command(
     fit = report_fit(est, gpus) if gpus else None
     if fit:
         result.update(fit.as_dict())
+    result["notes"] = [*model_lines(setup), *result.get("notes", [])]
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
+        for about in model_lines(setup):
+            console(stderr=True).print(about, highlight=False)
         show(render_table(est))
         lines = [eval_line(est), *(fit.lines if fit else [])]
         if result.get("max_cutoff"):
@@ -274,6 +283,23 @@ def no_cutoff_fits(setup: TrainSetup, gpu: Budget, multiple: int = 128) -> str:
         else "use a smaller model, or more GPUs with --deepspeed z3"
     )
     return f"no cutoff_len fits {gpu.name}: even cutoff_len {multiple} needs {need:.2f} GiB; {fix}"
+
+
+def model_lines(setup: TrainSetup) -> list[str]:
+    """What the estimate assumed about the model: how its architecture was derived, quantization, media."""
+    arch = setup.arch
+    lines = [f"model: {note}" for note in arch.notes]
+    if arch.quantization is not None:
+        lines.append(f"model: {arch.quantization.label} checkpoint (quantization_config)")
+    if arch.vision is not None:
+        vs = setup.vision
+        videos = f" and {vs.videos} video(s) of {vs.video_maxlen} frames of {vs.video_max_pixels:,} px"
+        media = f"{vs.images} image(s) of at most {vs.image_max_pixels:,} px" + (videos if vs.videos else "")
+        lines.append(
+            f"vision: {arch.vision_params / 1e9:.2f}B tower + {arch.projector_params / 1e6:.0f}M projector; "
+            f"{media} per sample ({patches_per_sample(arch, vs)} patches; --images/--videos to change)"
+        )
+    return lines
 
 
 def budgets(gpu_memory_gib: float | None) -> list[Budget]:

@@ -1,61 +1,59 @@
-"""`lf-tuner models`: the catalog of known architectures with their parameter counts."""
+"""`lf-tuner models`: the models lf-tuner knows and where each one's config.json comes from."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import click
 from rich import box
 from rich.table import Table
 
 from lf_tuner.cli._common import console, show
-from lf_tuner.models.catalog import CATALOG
+from lf_tuner.models.listing import ModelRow, list_models
+
+WHERE = {"catalog": "offline", "cache": "cache", "download": "download"}
 
 
-def _billions(n: int) -> str:
-    return f"{n / 1e9:.2f}B"
+def _billions(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e9:.2f}B"
+
+
+def render_table(rows: list[ModelRow]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("Hub id", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("inputs", no_wrap=True)
+    table.add_column("template", no_wrap=True)
+    table.add_column("config", no_wrap=True)
+    for row in rows:
+        inputs = "vision" if row.multimodal else "text"
+        table.add_row(row.hf_id, _billions(row.params), inputs, row.template or "-", WHERE[row.available])
+    return table
+
+
+def summary(rows: list[ModelRow]) -> str:
+    count = Counter(row.available for row in rows)
+    return (
+        f"{len(rows)} models: {count['catalog']} offline (lf-tuner's catalog), {count['cache']} in your Hugging Face "
+        f"cache, {count['download']} download config.json on first use (`lf-tuner estimate --model HUB_ID`, online). "
+        "Any model directory with a config.json works too."
+    )
 
 
 @click.command("models")
+@click.argument("query", required=False)
 @click.option("--json", "as_json", is_flag=True, help="One JSON list on stdout.")
-def command(as_json: bool) -> None:
-    """List the built-in model catalog (any local model directory with config.json works too)."""
+def command(query: str | None, as_json: bool) -> None:
+    """List LLaMA-Factory's registered models and lf-tuner's catalog (QUERY filters by name or Hub id).
+
+    "params" is left out for families whose count needs transformers (estimate derives it).
+    """
+    rows = list_models(query)
     if as_json:
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "name": a.name,
-                        "hf_id": a.hf_id,
-                        "model_type": a.model_type,
-                        "params": a.total_params,
-                        "layers": a.num_layers,
-                        "hidden_size": a.hidden_size,
-                        "vocab_size": a.vocab_size,
-                        "max_positions": a.max_positions,
-                        "template": a.template,
-                        "aliases": list(a.aliases),
-                    }
-                    for a in CATALOG
-                ],
-                indent=2,
-            )
-        )
+        click.echo(json.dumps([row.as_dict() for row in rows], indent=2))
         return
-    table = Table(box=box.SIMPLE_HEAD)
-    for column in ("model", "params", "layers", "hidden", "heads/kv", "vocab", "context", "template"):
-        table.add_column(column, justify="left" if column in ("model", "template") else "right", no_wrap=True)
-    for a in CATALOG:
-        experts = f" ({a.experts_per_token}/{a.num_experts} experts)" if a.is_moe else ""
-        table.add_row(
-            a.name + experts,
-            _billions(a.total_params),
-            str(a.num_layers),
-            str(a.hidden_size),
-            f"{a.num_heads}/{a.num_kv_heads}",
-            str(a.vocab_size),
-            str(a.max_positions),
-            a.template,
-        )
-    show(table)
-    console().print("Any model directory with a config.json works too: lf-tuner estimate --model ./my-model")
+    if not rows:
+        raise click.UsageError(f"no model matches `{query}`; run `lf-tuner models` for the whole list")
+    show(render_table(rows))
+    console().print(summary(rows), highlight=False)

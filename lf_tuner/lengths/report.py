@@ -48,16 +48,19 @@ def model_template(model: str | None) -> str | None:
 def token_counter(
     tokenizer: Path | None, tiktoken_spec: str | None, model: str | None
 ) -> TokenCounter | None:
-    """The tokenizer to count with: a tiktoken encoding, `tokenizer`, or the model directory's own.
+    """The tokenizer to count with: a tiktoken encoding, `tokenizer`, or the model's own (its directory, the
+    user's caches, or downloaded).
 
-    None when there is none to load (the model is not a local directory and neither was given).
+    None when neither a tokenizer nor a model was given.
     """
     from lf_tuner.lengths.counters import load_hf_tokenizer, load_tiktoken
 
     if tiktoken_spec:
         return load_tiktoken(tiktoken_spec)
-    if tokenizer is None and model and Path(str(model)).is_dir():
-        tokenizer = Path(str(model))
+    if tokenizer is None and model:
+        from lf_tuner.models import find_tokenizer_dir
+
+        tokenizer = find_tokenizer_dir(str(model))  # its folder, a cache or a download
     if tokenizer is None:
         return None
     return load_hf_tokenizer(tokenizer)

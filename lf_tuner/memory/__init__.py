@@ -51,6 +51,7 @@ from lf_tuner.memory.setup import (
     unsupported,
 )
 from lf_tuner.memory.stages import CE_BYTES_PER_LOGIT, LogitBytes, stage_cost
+from lf_tuner.memory.vision import VisionSetup, patches_per_sample
 
 __all__ = [
     "ATTENTIONS",
@@ -80,6 +81,7 @@ __all__ = [
     "LogitBytes",
     "Peak",
     "TrainSetup",
+    "VisionSetup",
     "calibration_files",
     "estimate",
     "eval_from_config",
@@ -91,6 +93,7 @@ __all__ = [
     "lora_vram_gib",
     "max_cutoff",
     "oft_params",
+    "patches_per_sample",
     "parse_kind",
     "read_calibration",
     "report_fit",

@@ -25,6 +25,7 @@ from lf_tuner.memory.optimizers import optimizer_cost
 from lf_tuner.memory.params import lora_params, quantized_params, trainable_params, weight_bytes
 from lf_tuner.memory.setup import EvalSetup, TrainSetup
 from lf_tuner.memory.stages import StageCost, reference_weight_bytes, stage_cost
+from lf_tuner.memory.vision import vision_activation_bytes
 
 __all__ = ["Estimate", "Peak", "estimate", "layer_activation_bytes", "lora_params", "trainable_params"]
 
@@ -121,6 +122,7 @@ class Estimate:
             "train_gib": round(self.train_bytes / GIB, 3),
             "peak_phase": self.phase,
             "components": {name: round(value / GIB, 3) for name, value in self.components.items()},
+            "params": self.setup.arch.total_params,
             "trainable_params": self.trainable_params,
             "tokens_per_micro_batch": self.setup.tokens * stage_cost(self.setup).sequences,
             "notes": list(self.setup.notes),
@@ -397,6 +399,12 @@ def activations(setup: TrainSetup, cost: StageCost) -> Activations:
         act_backward = act_loss + (BACKWARD_FACTOR - 1) * max(layer, layer_trainable)
     if setup.liger and cost.fused_loss:
         act_backward += tokens * h * 2.0  # FLCE keeps the input gradient until backward reaches it
+    # The vision tower's own activations for the micro-batch's images and videos (memory/vision.py).
+    vision = vision_activation_bytes(
+        arch, setup.vision, setup.batch_size * cost.sequences, setup.gradient_checkpointing
+    )
+    act_loss += vision
+    act_backward += 0.0 if setup.vision.freeze_vision_tower else vision
     dequant = 0.0
     if setup.quant_bits is not None:
         dequant = 2.0 * max(lin.params for lin in arch.linears() if not lin.per_expert)

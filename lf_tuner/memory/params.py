@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lf_tuner.memory.optimizers import lora_targets
+from lf_tuner.memory.vision import extra_trainable, frozen_parts, vision_lora_params
 
 if TYPE_CHECKING:
     from lf_tuner.memory.setup import TrainSetup
@@ -25,14 +26,16 @@ INT8_BYTES = 1.0
 
 
 def lora_params(setup: TrainSetup) -> int:
-    """r * (in + out) per adapted linear layer; MoE experts are 3-D parameters, not nn.Linear, so PEFT skips them."""
-    targets = lora_targets(setup)
-    per_layer = sum(
-        setup.lora_rank * (lin.in_features + lin.out_features)
-        for lin in setup.arch.linears()
-        if lin.name in targets
+    """r * (in + out) per adapted linear layer; MoE experts are 3-D parameters, not nn.Linear, so PEFT skips them.
+    A vision tower gets adapters when it is not frozen; `freeze_language_model` keeps them off the language model."""
+    arch = setup.arch
+    targets = set() if setup.vision.freeze_language_model and arch.vision else lora_targets(setup)
+    language = sum(
+        setup.lora_rank * (lin.in_features + lin.out_features) * arch.instances(lin)
+        for lin in arch.linears()
+        if lin.name in targets and not lin.per_expert
     )
-    return per_layer * setup.arch.num_layers
+    return language + vision_lora_params(arch, setup.vision, setup.lora_rank, setup.lora_target)
 
 
 def oft_block(setup: TrainSetup, in_features: int) -> int:
@@ -81,23 +84,34 @@ def trainable_params(setup: TrainSetup) -> int:
     if setup.custom_optimizer == "badam" and setup.badam_mode == "layer":
         return arch.layer_params + value_head
     if setup.method == "full":
-        return arch.total_params - arch.extra_frozen_params + value_head
+        return arch.total_params - frozen_parts(arch, setup.vision) + value_head
     if setup.method == "freeze":
-        return setup.trainable_layers * arch.layer_params + value_head
+        layers = 0 if setup.vision.freeze_language_model else setup.trainable_layers * arch.layer_params
+        return layers + extra_trainable(arch, setup.vision, "freeze") + value_head
     adapters = oft_params(setup) if setup.method == "oft" else lora_params(setup)
     return adapters + additional_params(setup) + value_head
 
 
 def quantized_params(arch: ModelArch) -> int:
-    """Decoder linears that bitsandbytes replaces (MoE experts are 3-D parameters in transformers 5: left out)."""
-    expert = sum(lin.params for lin in arch.linears() if lin.per_expert) * arch.num_experts * arch.num_layers
-    return arch.linear_params - expert
+    """Decoder linears that are quantized: bitsandbytes leaves MoE experts (3-D parameters in transformers 5) out;
+    a GPTQ/AWQ/AQLM/HQQ/EETQ checkpoint has them quantized."""
+    if arch.quantization is not None and arch.quantization.experts:
+        return arch.linear_params
+    return arch.linear_params - arch.expert_params
 
 
 def base_weight_bytes(arch: ModelArch, bits: int | None, double_quantization: bool = True) -> float:
-    """The model as loaded: bf16, or decoder linears quantized (embeddings, lm_head and norms stay bf16:
-    transformers' bitsandbytes integration keeps the output layer, `get_keys_to_not_convert`)."""
+    """The model as loaded: bf16, or decoder linears quantized (embeddings, lm_head, norms and a vision tower stay
+    bf16: transformers' bitsandbytes integration keeps the output layer, `get_keys_to_not_convert`). A
+    pre-quantized checkpoint stores its own bytes per weight (scales, zero points and AQLM's codebooks included);
+    LLaMA-Factory loads FP8 and MXFP4 ones dequantized to bf16 (`bits` is None then)."""
     quantizable = quantized_params(arch)
+    ptq = arch.quantization
+    if bits is not None and ptq is not None:
+        codebooks = ptq.per_linear_bytes * sum(
+            arch.instances(lin) for lin in arch.linears() if ptq.experts or not lin.per_expert
+        )
+        return quantizable * ptq.bytes_per_weight + (arch.total_params - quantizable) * 2.0 + codebooks
     if bits is None:
         per = 2.0
     elif bits >= 8:

@@ -1,7 +1,7 @@
 """What decides a run's GPU memory, read from a LLaMA-Factory training config with LLaMA-Factory 0.9.5's defaults.
 
 `TrainSetup` is plain data; `setup_from_config` fills it from a config mapping. This module resolves the model
-(`lf_tuner.models.resolve_model` reads a config.json) and the DeepSpeed JSON a config names
+(`lf_tuner.models.resolve_config`: a local folder, the user's caches, the catalog or the Hub) and the DeepSpeed JSON a config names
 (`layout.load_deepspeed`); the memory model itself (`model.py`) does no I/O.
 """
 
@@ -16,7 +16,8 @@ from typing import Any
 from lf_tuner.errors import LfTunerError, did_you_mean
 from lf_tuner.memory.layout import DeepSpeed, Fsdp, fsdp_from_training_args, load_deepspeed
 from lf_tuner.memory.optimizers import CUSTOM_OPTIMIZERS, DEFAULT_OPTIM, OPTIMIZERS
-from lf_tuner.models import ModelArch, resolve_model
+from lf_tuner.memory.vision import VisionSetup, vision_setup_from_config
+from lf_tuner.models import ModelArch, resolve_config
 
 METHODS = ("lora", "qlora", "oft", "freeze", "full")
 ATTENTIONS = ("sdpa", "fa2", "eager")
@@ -120,6 +121,7 @@ class TrainSetup:
     neat_packing: bool = False
     eval: EvalSetup | None = None
     do_train: bool = True
+    vision: VisionSetup = field(default_factory=VisionSetup)
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -129,6 +131,11 @@ class TrainSetup:
 
     @property
     def quant_bits(self) -> int | None:
+        """Bits of the quantized base weights: a pre-quantized checkpoint's own (LLaMA-Factory then ignores
+        quantization_bit), else bitsandbytes' on-the-fly quantization_bit."""
+        ptq = self.arch.quantization
+        if ptq is not None:
+            return None if ptq.dequantized else max(1, round(ptq.bits))
         if self.method == "qlora":
             return self.quantization_bit or 4
         return self.quantization_bit
@@ -208,6 +215,12 @@ def _check_method(s: TrainSetup) -> list[str]:
     if s.quantization_bit and s.method in ("freeze", "full"):
         out.append(
             "quantization works with LoRA or OFT only (LLaMA-Factory refuses it); drop quantization_bit"
+        )
+    ptq = s.arch.quantization
+    if ptq is not None and not ptq.dequantized and s.method in ("freeze", "full"):
+        out.append(
+            f"{s.arch.name} is a {ptq.label} checkpoint: LLaMA-Factory trains quantized models with LoRA or OFT "
+            "only; use finetuning_type: lora, or the unquantized checkpoint"
         )
     if s.ref_quantization_bit not in (None, 4, 8):
         out.append(f"ref_model_quantization_bit must be 4 or 8, got {s.ref_quantization_bit}")
@@ -425,10 +438,7 @@ def setup_from_config(
     if refusal:
         raise LfTunerError(refusal)
     if arch is None:
-        model = cfg.get("model_name_or_path")
-        if not model:
-            raise LfTunerError("model_name_or_path: missing; set it in the config or pass --model")
-        arch = resolve_model(str(model))
+        arch = resolve_config(cfg)
     r = _Reader(cfg)
     method = str(cfg.get("finetuning_type", "lora"))
     if method not in ("lora", "oft", "freeze", "full"):
@@ -483,5 +493,6 @@ def setup_from_config(
         eval=eval_from_config(cfg),
         # HF's do_train defaults to false; a config that only evaluates or predicts does not train
         do_train=r.flag("do_train", not evaluates),
+        vision=vision_setup_from_config(cfg),
         notes=_notes(cfg, custom, optim),
     )

@@ -1,4 +1,10 @@
-"""The architecture facts the memory model needs, and parameter counts derived from them."""
+"""The architecture facts the memory model needs, and the parameter counts derived from them.
+
+A `ModelArch` is built from a `config.json` in one of two ways (`models.config`): the fast path computes the
+parameter inventory from the config's numbers for the families it knows, and `models.meta` reads it off the model
+that transformers builds on the meta device for any other. Both fill the same fields; `tests/test_models_meta.py`
+checks that they agree exactly for every family of the fast path.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,16 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Linear:
-    """One linear layer kind inside a decoder block (counted once per layer, or per expert)."""
+    """One kind of linear layer in the decoder stack (or the vision tower), with PEFT's module name."""
 
     name: str
     in_features: int
     out_features: int
     bias: bool = False
-    per_expert: bool = False
+    per_expert: bool = (
+        False  # one per routed expert: a 3-D parameter in transformers 5 (no LoRA, no bitsandbytes)
+    )
+    layers: int = 0  # how many layers hold it; 0: every layer
 
     @property
     def params(self) -> int:
@@ -21,10 +30,50 @@ class Linear:
 
 
 @dataclass(frozen=True)
-class ModelArch:
-    """Facts from a checkpoint's config.json (decoder-only transformer with gated MLP)."""
+class VisionTower:
+    """The vision encoder and projector of a vision-language model, split the way LLaMA-Factory splits them
+    (`model/model_utils/visual.py`: COMPOSITE_MODELS' vision_model_keys and projector_keys)."""
 
-    name: str
+    params: int  # the vision tower (frozen by LLaMA-Factory's default `freeze_vision_tower: true`)
+    projector_params: int  # the multi-modal projector (`freeze_multi_modal_projector: true` by default)
+    linears: tuple[Linear, ...]  # the tower's linear layers, `layers` = how many blocks hold each
+    hidden_size: int
+    depth: int
+    intermediate_size: int
+    patch_size: int
+    merge_size: int = 1  # patches merged into one LLM token per side (Qwen-VL: 2, so 4 patches a token)
+    temporal_patch_size: int = 1  # video frames per patch (Qwen-VL: 2)
+    image_size: int = 0  # fixed input resolution (SigLIP: 896); 0 when the tower takes any resolution
+    tokens_per_image: int = 0  # fixed LLM tokens per image (Gemma 3: 256); 0 when it follows the pixels
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """A pre-quantized checkpoint's `quantization_config`, as LLaMA-Factory 0.9.5 loads it."""
+
+    method: str  # gptq, awq, aqlm, bitsandbytes, eetq, hqq, fp8, mxfp4
+    bits: float  # bits per quantized weight in the checkpoint
+    bytes_per_weight: float  # bytes per quantized weight as loaded, scales and zero points included
+    dequantized: bool = False  # LLaMA-Factory loads MXFP4 and FP8 checkpoints dequantized (bf16)
+    experts: bool = True  # expert weights quantized too (bitsandbytes skips transformers' 3-D expert tensors)
+    per_linear_bytes: float = 0.0  # fixed bytes per quantized linear layer (AQLM's codebooks)
+
+    @property
+    def label(self) -> str:
+        if self.dequantized:
+            return f"{self.method} (dequantized to bf16 on load)"
+        return f"{self.method} {self.bits:g}-bit"
+
+
+@dataclass(frozen=True)
+class ModelArch:
+    """Facts from a checkpoint's config.json and the parameter inventory derived from it.
+
+    The text facts (hidden size, heads, experts...) drive the activation model; the inventory (`layer_linears`,
+    the embeddings, the rest of the decoder and the vision tower) gives every parameter count.
+    """
+
+    name: str  # what the user passed: a Hub id, a catalog name or a path
     model_type: str
     hidden_size: int
     intermediate_size: int
@@ -34,21 +83,23 @@ class ModelArch:
     vocab_size: int
     tie_embeddings: bool
     max_positions: int
+    layer_linears: tuple[Linear, ...]
+    embedding_params: int  # input embeddings (and any other embedding tables of the language model)
+    lm_head_params: int  # 0 when tied to the input embeddings
+    layer_other_params: int  # decoder-layer parameters outside linear layers (norms, router biases, convs...)
+    other_params: int  # language-model parameters outside the layers and embeddings (the final norm...)
     head_dim: int = 0  # 0: hidden_size // num_heads
     num_experts: int = 0
     experts_per_token: int = 0
     moe_intermediate_size: int = 0
-    qkv_bias: bool = False
-    qk_norm: bool = False
-    norms_per_layer: int = 2
-    fused_qkv: bool = False
-    fused_gate_up: bool = False
     logit_softcap: bool = False  # Gemma 2: final_logit_softcapping
-    extra_frozen_params: int = 0  # e.g. a vision tower that LLaMA-Factory keeps frozen
+    vision: VisionTower | None = None
+    quantization: Quantization | None = None
     template: str = "default"
     hf_id: str = ""
-    published_params: int = 0
-    aliases: tuple[str, ...] = field(default_factory=tuple)
+    derived_by: str = "config"  # "config": the fast path; "transformers": the model built on the meta device
+    source: str = ""  # where its config.json came from (a path, the Hugging Face cache, the catalog...)
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def hd(self) -> int:
@@ -72,66 +123,62 @@ class ModelArch:
         return self.moe_intermediate_size if self.is_moe else self.intermediate_size
 
     def linears(self) -> list[Linear]:
-        """The linear layers of one decoder block, with LLaMA-Factory/PEFT module names."""
-        h, b = self.hidden_size, self.qkv_bias
-        if self.fused_qkv:
-            attn = [Linear("qkv_proj", h, self.q_dim + 2 * self.kv_dim, b)]
-        else:
-            attn = [
-                Linear("q_proj", h, self.q_dim, b),
-                Linear("k_proj", h, self.kv_dim, b),
-                Linear("v_proj", h, self.kv_dim, b),
-            ]
-        attn.append(Linear("o_proj", self.q_dim, h))
-        f, moe = self.mlp_size, self.is_moe
-        if self.fused_gate_up:
-            mlp = [Linear("gate_up_proj", h, 2 * f, per_expert=moe)]
-        else:
-            mlp = [Linear("gate_proj", h, f, per_expert=moe), Linear("up_proj", h, f, per_expert=moe)]
-        mlp.append(Linear("down_proj", f, h, per_expert=moe))
-        if moe:
-            mlp.append(Linear("gate", h, self.num_experts))  # the router
-        return attn + mlp
+        """The linear layer kinds of the decoder stack (each in `layers` layers, or all)."""
+        return list(self.layer_linears)
 
-    def linear_params_per_layer(self) -> int:
-        return sum(lin.params * (self.num_experts if lin.per_expert else 1) for lin in self.linears())
+    def layers_of(self, lin: Linear) -> int:
+        """How many decoder layers hold this linear layer."""
+        return lin.layers or self.num_layers
 
-    def norm_params_per_layer(self) -> int:
-        return self.norms_per_layer * self.hidden_size + (2 * self.hd if self.qk_norm else 0)
-
-    @property
-    def embedding_params(self) -> int:
-        return self.vocab_size * self.hidden_size
-
-    @property
-    def lm_head_params(self) -> int:
-        return 0 if self.tie_embeddings else self.vocab_size * self.hidden_size
+    def instances(self, lin: Linear) -> int:
+        """How many copies of this linear layer the model holds (experts included)."""
+        return self.layers_of(lin) * (self.num_experts if lin.per_expert else 1)
 
     @property
     def linear_params(self) -> int:
-        """Parameters in decoder-block linear layers: the ones bitsandbytes quantizes."""
-        return self.num_layers * self.linear_params_per_layer()
+        """Parameters in decoder-layer linear layers (experts included)."""
+        return sum(lin.params * self.instances(lin) for lin in self.layer_linears)
+
+    @property
+    def expert_params(self) -> int:
+        return sum(lin.params * self.instances(lin) for lin in self.layer_linears if lin.per_expert)
+
+    def norm_params_per_layer(self) -> int:
+        return round(self.layer_other_params / self.num_layers)
 
     @property
     def layer_params(self) -> int:
-        return self.linear_params_per_layer() + self.norm_params_per_layer()
+        """Parameters of one decoder layer (the mean, for stacks whose layers differ)."""
+        return round((self.linear_params + self.layer_other_params) / self.num_layers)
 
     @property
-    def total_params(self) -> int:
-        """Distinct parameters (tied embeddings counted once), extra frozen towers included."""
+    def language_params(self) -> int:
+        """The language model: embeddings, decoder layers, final norm and an untied lm_head."""
         return (
             self.embedding_params
             + self.lm_head_params
-            + self.num_layers * self.layer_params
-            + self.hidden_size  # final norm
-            + self.extra_frozen_params
+            + self.linear_params
+            + self.layer_other_params
+            + self.other_params
         )
+
+    @property
+    def vision_params(self) -> int:
+        return self.vision.params if self.vision else 0
+
+    @property
+    def projector_params(self) -> int:
+        return self.vision.projector_params if self.vision else 0
+
+    @property
+    def total_params(self) -> int:
+        """Distinct parameters as loaded (tied embeddings counted once), vision tower and projector included."""
+        return self.language_params + self.vision_params + self.projector_params
 
     @property
     def active_params(self) -> int:
         """Parameters a token passes through (MoE: only the routed experts)."""
         if not self.is_moe:
             return self.total_params
-        expert = sum(lin.params for lin in self.linears() if lin.per_expert)
-        idle = self.num_layers * expert * (self.num_experts - self.experts_per_token)
-        return self.total_params - idle
+        idle_share = (self.num_experts - self.experts_per_token) / self.num_experts
+        return self.total_params - round(self.expert_params * idle_share)

@@ -1,154 +1,228 @@
-"""Turn what the user passed to `--model` into a ModelArch: a catalog name, a model directory or a config.json."""
+"""What the user names a model by (`--model`, `model_name_or_path`, cutoff's tokenizer) -> its files and facts.
+
+In the order LLaMA-Factory 0.9.5 loads a model (model/loader.py, extras/misc.py):
+
+1. a local directory (or a config.json path), as given;
+2. with USE_MODELSCOPE_HUB / USE_OPENMIND_HUB set, the ModelScope / Modelers cache (LLaMA-Factory downloads
+   through their SDKs then);
+3. the user's Hugging Face cache (HF_HOME, HF_HUB_CACHE, the revision refs/ points to);
+4. lf-tuner's catalog, for a Hub id it ships the config.json facts of (the published config, so the download
+   of step 5 would fetch the same file: skipping it keeps `estimate` offline and fast);
+5. unless HF_HUB_OFFLINE is set: config.json alone (the tokenizer files for cutoff) from the Hub.
+
+Short names (`Qwen2.5-7B`, LLaMA-Factory's `Qwen2.5-7B-Instruct`) stand for their Hub id.
+"""
 
 from __future__ import annotations
 
 import json
-import re
-from functools import cache
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lf_tuner.errors import LfTunerError, closest
+from lf_tuner.errors import LfTunerError
+from lf_tuner.models import catalog, hub
 from lf_tuner.models.arch import ModelArch
-from lf_tuner.models.catalog import CATALOG
-
-_SUFFIXES = re.compile(r"-(instruct|chat|it|pt|base|hf)$")
-_REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
-_TIED_BY_DEFAULT = ("gemma", "gemma2", "gemma3", "gemma3_text")
-_FUSED_QKV = ("phi3",)
-_FUSED_GATE_UP = ("phi3", "glm")
-_QKV_BIAS = ("qwen2", "qwen2_moe", "qwen2_vl")
-# LLaMA-Factory's chat template per model family (the catalog names it per checkpoint).
-_TEMPLATE_BY_TYPE = {
-    "qwen2": "qwen",
-    "qwen2_moe": "qwen",
-    "qwen3": "qwen3",
-    "qwen3_moe": "qwen3",
-    "mistral": "mistral",
-    "mixtral": "mistral",
-    "gemma": "gemma",
-    "gemma2": "gemma",
-    "gemma3": "gemma3",
-    "gemma3_text": "gemma3",
-    "phi3": "phi",
-    "glm": "glm4",
-    "glm4": "glm4",
-    "deepseek_v3": "deepseek3",
-}
+from lf_tuner.models.config import arch_from_config
 
 
-def template_for(model_type: str, vocab_size: int) -> str:
-    """LLaMA-Factory's template for a model family; `default` when the family is unknown."""
-    if model_type == "llama":
-        return "llama3" if vocab_size >= 128_000 else "llama2"
-    if model_type == "phi3" and vocab_size >= 100_000:
-        return "phi4"
-    return _TEMPLATE_BY_TYPE.get(model_type, "default")
+@dataclass
+class _Search:
+    """Where a model was looked for, for the error that lists them."""
+
+    spec: str
+    tried: list[str] = field(default_factory=list)
 
 
-def _key(name: str) -> str:
-    """Lower case without the organisation and the chat/instruct suffixes."""
-    key = name.strip().lower().rsplit("/", 1)[-1]
-    while True:
-        stripped = _SUFFIXES.sub("", key)
-        if stripped == key:
-            return key
-        key = stripped
+def _is_pathlike(spec: str) -> bool:
+    return spec.startswith((".", "/", "~")) or spec.endswith(".json") or spec.count("/") > 1 or "\\" in spec
 
 
-@cache
-def catalog() -> dict[str, ModelArch]:
-    """Lookup key -> architecture, for every catalog name and alias."""
-    table: dict[str, ModelArch] = {}
-    for arch in CATALOG:
-        for name in (arch.name, arch.hf_id, *arch.aliases):
-            if name:
-                table.setdefault(_key(name), arch)
-    return table
+def _hub_ids(spec: str) -> tuple[str | None, catalog.Known | None]:
+    """The Hub id a spec names (itself when it has the org/name form), and what the catalog knows of it."""
+    if "/" in spec and not _is_pathlike(spec):
+        return spec, catalog.lookup(spec, exact_only=True)
+    known = catalog.lookup(spec)
+    return (known.hf_id if known else None), known
 
 
-def resolve_model(spec: str) -> ModelArch:
-    """A catalog name (case-insensitive, with or without org and -Instruct), a model directory or a config.json."""
+def options_from_config(cfg: Mapping[str, Any]) -> hub.HubOptions:
+    """model_revision, hf_hub_token and cache_dir of a LLaMA-Factory config."""
+
+    def text(key: str) -> str | None:
+        value = cfg.get(key)
+        return str(value) if value not in (None, "") else None
+
+    revision = text("model_revision")
+    return hub.HubOptions(
+        revision=None if revision == "main" else revision,
+        token=text("hf_hub_token"),
+        cache_dir=text("cache_dir"),
+    )
+
+
+def resolve_config(cfg: Mapping[str, Any]) -> ModelArch:
+    """The model of a LLaMA-Factory config (`model_name_or_path` with its revision, token and cache_dir)."""
+    model = cfg.get("model_name_or_path")
+    if not model:
+        raise LfTunerError("model_name_or_path: missing; set it in the config or pass --model")
+    return resolve_model(str(model), options_from_config(cfg))
+
+
+def resolve_model(spec: str, opts: hub.HubOptions | None = None) -> ModelArch:
+    """A local directory or config.json, a Hub id, or a catalog/registered name -> its architecture."""
+    spec = str(spec).strip()
+    opts = opts or hub.HubOptions()
     path = Path(spec).expanduser()
     if path.is_dir():
-        config = path / "config.json"
+        config = path / hub.CONFIG
         if not config.is_file():
             raise LfTunerError(
                 f"{path} has no config.json; pass the directory of a downloaded Hugging Face model "
-                "(the one holding config.json) or a catalog name from `lf-tuner models`"
+                "(the one holding config.json) or a model name from `lf-tuner models`"
             )
-        return from_config_file(config)
+        return _from_file(config, spec, None, f"local directory {path}")
     if path.suffix == ".json" or path.is_file():
         if not path.is_file():
             raise LfTunerError(f"{path} does not exist; pass an existing config.json or model directory")
-        return from_config_file(path)
-    arch = catalog().get(_key(spec))
-    if arch is not None:
-        return arch
-    names = sorted({a.name for a in CATALOG})
-    near = closest(_key(spec), catalog().keys(), n=3, cutoff=0.5)
-    hint = ""
-    if near:
-        hint = " Closest: " + ", ".join(sorted({catalog()[k].name for k in near})) + "."
-    raise LfTunerError(
-        f"unknown model `{spec}`.{hint} Pass a local model directory (with config.json) "
-        f"or one of the {len(names)} names in `lf-tuner models`."
-    )
+        return _from_file(path, spec, None, f"config file {path}")
+
+    search = _Search(spec)
+    if "/" in spec:
+        search.tried.append(f"a local directory `{spec}` (there is none)")
+    hub_id, known = _hub_ids(spec)
+    template = _template(hub_id, known)
+    found = _find_cached(spec, hub_id, hub.CONFIG, opts, search)
+    if found is not None:
+        file, where = found
+        return _from_file(file, spec, template, where, hub_id or "")
+    if known is not None and known.config is not None:
+        return arch_from_config(
+            dict(known.config.config),
+            spec,
+            template=template,
+            hf_id=known.hf_id,
+            source=f"lf-tuner's catalog ({known.config.key})",
+        )
+    search.tried.append("lf-tuner's catalog (no config.json facts for it)")
+    if hub_id is not None and _downloadable(search):
+        try:
+            file = hub.download(hub_id, hub.CONFIG, opts)
+        except hub.HubError as exc:
+            raise LfTunerError(f"model `{spec}`: {exc}") from None
+        return _from_file(file, spec, template, f"downloaded from {hub.endpoint()}", hub_id)
+    raise LfTunerError(_unknown(search, hub_id, known))
 
 
-def from_config_file(path: Path) -> ModelArch:
-    """Read a Hugging Face config.json."""
+def _template(hub_id: str | None, known: catalog.Known | None) -> str | None:
+    if known is not None and known.template:
+        return known.template
+    reg = catalog.registered(hub_id) if hub_id else None
+    return reg.template if reg and reg.template else None
+
+
+def _from_file(path: Path, name: str, template: str | None, where: str, hf_id: str = "") -> ModelArch:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LfTunerError(f"{path}: cannot read it as JSON ({exc}); pass a model's config.json") from exc
+        raise LfTunerError(f"{path}: cannot read it as JSON ({exc}); pass a model's config.json") from None
     if not isinstance(raw, dict):
         raise LfTunerError(f"{path}: expected a JSON object; pass a model's config.json")
-    return from_config(raw, name=path.parent.name or str(path))
+    return arch_from_config(raw, name, template=template, hf_id=hf_id, source=where)
 
 
-def from_config(raw: dict[str, Any], name: str) -> ModelArch:
-    """Architecture facts from a config dict; multimodal configs use their text_config."""
-    model_type = str(raw.get("model_type", "unknown"))
-    cfg = dict(raw)
-    text = raw.get("text_config")
-    if isinstance(text, dict):
-        cfg = {**text, "tie_word_embeddings": raw.get("tie_word_embeddings", text.get("tie_word_embeddings"))}
-    missing = [key for key in _REQUIRED if not isinstance(cfg.get(key), int) or cfg[key] <= 0]
-    if missing:
-        fields = ", ".join(f"`{k}`" for k in missing)
-        raise LfTunerError(
-            f"{name}: config.json lacks {fields} (needed for the memory model); use the checkpoint's own "
-            "config.json, or a catalog name from `lf-tuner models`"
+def _other_hub_ids(spec: str, hub_id: str | None) -> tuple[str | None, str | None]:
+    """The ModelScope and Modelers ids of a model: the spec itself, or what LLaMA-Factory registers for it."""
+    reg = catalog.registered(hub_id) if hub_id else None
+    if reg is None and "/" not in spec:
+        reg = catalog.registry().get(spec)
+    base = spec if "/" in spec and not _is_pathlike(spec) else None
+    return (reg.ms if reg and reg.ms else base), (reg.om if reg and reg.om else base)
+
+
+def _find_cached(
+    spec: str, hub_id: str | None, filename: str, opts: hub.HubOptions, search: _Search
+) -> tuple[Path, str] | None:
+    """A file of the model in the caches LLaMA-Factory would use, in its order."""
+    ms_id, om_id = _other_hub_ids(spec, hub_id)
+    if hub.env_true("USE_MODELSCOPE_HUB") and ms_id:
+        file = hub.in_modelscope_cache(ms_id, filename)
+        if file is not None:
+            return file, f"ModelScope cache ({file.parent})"
+        roots = " or ".join(str(r) for r in hub.modelscope_cache_roots())
+        search.tried.append(f"the ModelScope cache ({roots}: no {ms_id})")
+    if hub.env_true("USE_OPENMIND_HUB") and om_id:
+        file = hub.in_openmind_cache(om_id, filename, opts)
+        if file is not None:
+            return file, f"Modelers cache ({file.parent})"
+        search.tried.append(f"the Modelers cache ({hub.openmind_cache_root()}: no {om_id})")
+    if hub_id is None:
+        return None
+    file = hub.in_hf_cache(hub_id, filename, opts)
+    if file is not None:
+        return file, f"Hugging Face cache ({file.parent})"
+    rev = f" at revision {opts.revision}" if opts.revision else ""
+    search.tried.append(f"the Hugging Face cache ({hub.hf_cache_root(opts)}: no {hub_id}{rev})")
+    return None
+
+
+def _downloadable(search: _Search) -> bool:
+    if hub.offline():
+        search.tried.append("a download (skipped: HF_HUB_OFFLINE is set)")
+        return False
+    return True
+
+
+def _unknown(search: _Search, hub_id: str | None, known: catalog.Known | None) -> str:
+    tried = "; ".join(search.tried) or "nothing"
+    if known is not None or (hub_id and catalog.registered(hub_id)):
+        reg = (known.registered if known else None) or catalog.registered(hub_id or "")
+        what = f"`{search.spec}` is a LLaMA-Factory model" + (
+            f" (template {reg.template})" if reg and reg.template else ""
         )
-    heads = cfg["num_attention_heads"]
-    experts = int(cfg.get("num_experts") or cfg.get("num_local_experts") or cfg.get("n_routed_experts") or 0)
-    tied = cfg.get("tie_word_embeddings")
-    if tied is None:
-        tied = model_type in _TIED_BY_DEFAULT
-    mt = str(cfg.get("model_type", model_type))
-    return ModelArch(
-        name=name,
-        model_type=model_type,
-        hidden_size=cfg["hidden_size"],
-        intermediate_size=cfg["intermediate_size"],
-        num_layers=cfg["num_hidden_layers"],
-        num_heads=heads,
-        num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
-        head_dim=int(cfg.get("head_dim") or 0),
-        vocab_size=cfg["vocab_size"],
-        tie_embeddings=bool(tied),
-        max_positions=int(cfg.get("max_position_embeddings") or cfg.get("seq_length") or 0),
-        num_experts=experts,
-        experts_per_token=int(cfg.get("num_experts_per_tok") or 0) if experts else 0,
-        moe_intermediate_size=int(cfg.get("moe_intermediate_size") or cfg["intermediate_size"])
-        if experts
-        else 0,
-        qkv_bias=bool(cfg.get("attention_bias") or cfg.get("qkv_bias") or mt in _QKV_BIAS),
-        qk_norm=mt.startswith(("qwen3", "gemma3")),
-        norms_per_layer=4 if mt.startswith("gemma") else 2,
-        fused_qkv=mt in _FUSED_QKV,
-        fused_gate_up=mt in _FUSED_GATE_UP,
-        logit_softcap=bool(cfg.get("final_logit_softcapping")),
-        template=template_for(mt, cfg["vocab_size"]),
+        return (
+            f"{what}, but its config.json was not found. Tried: {tried}. Unset HF_HUB_OFFLINE to download "
+            "config.json (a few KB), or pass the model directory"
+        )
+    near = catalog.closest(search.spec)
+    hint = f" Closest: {', '.join(near)}." if near else ""
+    return (
+        f"unknown model `{search.spec}`. Tried: {tried}.{hint} Pass a local model directory (with config.json), "
+        "a Hub id (downloaded when online), or a name from `lf-tuner models`"
     )
+
+
+def find_tokenizer_dir(spec: str, opts: hub.HubOptions | None = None) -> Path:
+    """The folder holding a model's tokenizer files: its local directory, a cache snapshot, or a download."""
+    spec = str(spec).strip()
+    opts = opts or hub.HubOptions()
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_file():
+        return path.parent
+    search = _Search(spec)
+    if "/" in spec:
+        search.tried.append(f"a local directory `{spec}` (there is none)")
+    hub_id, _ = _hub_ids(spec)
+    for i, filename in enumerate(("tokenizer.json", "tokenizer_config.json")):
+        found = _find_cached(spec, hub_id, filename, opts, search if i == 0 else _Search(spec))
+        if found is not None:
+            return found[0].parent
+    if hub_id is not None and _downloadable(search):
+        try:
+            return hub.download_tokenizer(hub_id, opts)
+        except hub.HubError as exc:
+            raise LfTunerError(f"tokenizer of `{spec}`: {exc}") from None
+    tried = "; ".join(search.tried) or "nothing"
+    raise LfTunerError(
+        f"no tokenizer for `{spec}`. Tried: {tried}. Pass --tokenizer DIR (the model's own), unset "
+        "HF_HUB_OFFLINE to download the tokenizer files, or use --tiktoken o200k_base (approximate)"
+    )
+
+
+def model_template(spec: str) -> str | None:
+    """The chat template LLaMA-Factory registers for a model (no config.json needed); None when unknown."""
+    hub_id, known = _hub_ids(str(spec).strip())
+    return _template(hub_id, known)
