@@ -34,11 +34,16 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lf_tuner.sweep import parse_spec  # noqa: E402
-from lf_tuner.sweep.engine import Sweep  # noqa: E402
-from lf_tuner.sweep.importing import read_rows  # noqa: E402
-from lf_tuner.sweep.trial import LAUNCHERS, Outcome, TrialJob, TrialWatch  # noqa: E402
-from lf_tuner.train.watch import Divergence  # noqa: E402
+from lf_tuner.sweep import (  # noqa: E402
+    LAUNCHERS,
+    Outcome,
+    Sweep,  # noqa: E402
+    TrialJob,
+    TrialWatch,
+    parse_spec,  # noqa: E402
+    read_rows,  # noqa: E402
+)
+from lf_tuner.train import Divergence  # noqa: E402
 
 STUB_PATH = ROOT / "tests" / "stubs" / "llamafactory_cli_stub.py"
 _spec = importlib.util.spec_from_file_location("llamafactory_cli_stub", STUB_PATH)
@@ -217,7 +222,7 @@ def verify(work: Path) -> str:
     subprocess.run(
         [*argv, "--launcher", "llamafactory", "--poll", "0.05"], env=env, check=True, capture_output=True
     )
-    from lf_tuner.sweep.report import load_results
+    from lf_tuner.sweep import load_results
 
     real = sorted(load_results(work / "real", importance=False).trials, key=lambda t: t.number)
     spec = spec_for("random", 0)

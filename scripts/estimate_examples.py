@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lf_tuner.config.files import load_mapping  # noqa: E402
+from lf_tuner.config import load_mapping  # noqa: E402
 from lf_tuner.errors import LfTunerError  # noqa: E402
 from lf_tuner.memory import GIB, estimate, fsdp_from_accelerate, setup_from_config, unsupported  # noqa: E402
 from lf_tuner.models import resolve_model  # noqa: E402

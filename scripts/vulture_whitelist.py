@@ -55,7 +55,6 @@ _.rejected
 _.published_params
 _.active_params
 _.read_record
-_.save_record
 
 # library attributes set for their side effect (sqlite3, tokenizers)
 _.row_factory

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from lf_tuner.cli import cli
 from lf_tuner.cli.doctor import problems
 from lf_tuner.errors import LfTunerError
-from lf_tuner.train.slurm import render_slurm_script
+from lf_tuner.train import render_slurm_script
 
 GOLDEN = Path(__file__).parent / "golden" / "slurm_2x8.sh"
 

@@ -184,7 +184,7 @@ def test_max_cutoff_says_when_nothing_fits() -> None:
 
 
 def test_tables_are_never_cut_to_fit(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lf_tuner.models.listing import list_models
+    from lf_tuner.models import list_models
 
     monkeypatch.setenv("COLUMNS", "40")  # narrower than the table: the line is left long, numbers whole
     out = invoke("models").stdout

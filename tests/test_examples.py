@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from lf_tuner.cli import cli
-from lf_tuner.config.files import load_mapping
+from lf_tuner.config import load_mapping
 from lf_tuner.errors import LfTunerError
 from lf_tuner.memory import GIB, estimate, fsdp_from_accelerate, setup_from_config
 from lf_tuner.models import resolve_model

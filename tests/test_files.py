@@ -77,7 +77,7 @@ def test_load_mapping_errors(tmp_path: Path) -> None:
 def test_pydantic_problems_serve_run_records(tmp_path: Path) -> None:
     from pydantic import ValidationError
 
-    from lf_tuner.train.records import RunRecord, read_record
+    from lf_tuner.train import RunRecord, read_record
 
     path = tmp_path / "lf-tuner-run.json"
     path.write_text(json.dumps({"status": "completed", "stauts": 1, "exit_code": "x"}))

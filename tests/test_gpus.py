@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from lf_tuner.errors import BadValue
+from lf_tuner.train import collect_metrics
 from lf_tuner.train.gpus import GpuInfo, ProcessGroupPeak, detect_gpus, named_gpus, select_gpus, visible
-from lf_tuner.train.records import collect_metrics
 
 GPUS = [GpuInfo(i, "NVIDIA RTX 4090", 24 << 30, 23 << 30, f"GPU-{i}abc") for i in range(3)]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lf_tuner.errors import LfTunerError
-from lf_tuner.train.command import build_command
+from lf_tuner.train import build_command
 from lf_tuner.train.preflight import local_problems, output_dir_state
 from lf_tuner.train.runner import child_status, next_oom_change
 from lf_tuner.train.watch import ChildResult, TrainerLog, divergence_in_entry, divergence_in_state

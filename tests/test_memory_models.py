@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from lf_tuner.errors import LfTunerError
-from lf_tuner.memory import VisionSetup, estimate, patches_per_sample, setup_from_config
-from lf_tuner.memory.model import trainable_params
+from lf_tuner.memory import VisionSetup, estimate, patches_per_sample, setup_from_config, trainable_params
 from lf_tuner.models import arch_from_config, resolve_model
 from tests.conftest import requires_llamafactory
 

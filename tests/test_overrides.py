@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from lf_tuner.cli import cli
-from lf_tuner.config.overrides import apply_overrides, parse_override
+from lf_tuner.config import apply_overrides, parse_override
 from lf_tuner.errors import BadValue
 
 
@@ -55,17 +55,3 @@ def test_render_malformed_override_exits_2() -> None:
     result = CliRunner().invoke(cli, ["render", "--preset", "security", "--schema-only", "oops"])
     assert result.exit_code == 2
     assert "`oops` is not `key=value` or `~key`" in result.output
-
-
-def test_config_package_exports_its_api_lazily() -> None:
-    import subprocess
-    import sys
-
-    import lf_tuner.config as config
-
-    assert sorted(config.__all__) == sorted(config._MODULE_OF)
-    for name in config.__all__:
-        assert getattr(config, name) is not None
-    code = "import sys, lf_tuner.config; print(sorted(m for m in sys.modules if m.startswith('lf_tuner.config.')))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"  # importing the package loads none of its modules (render needs jinja2...)

@@ -69,3 +69,23 @@ def test_readme_cli_reference_is_current() -> None:
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("package", ["config", "train", "sweep"])
+def test_lazy_packages_export_their_api(package: str) -> None:
+    """Every name a lazily exporting package lists resolves, none is also a submodule's name (the submodule
+    would shadow it once imported), and importing the package loads none of its modules (render needs jinja2,
+    the records pydantic, the watch psutil...)."""
+    import importlib
+    import pkgutil
+
+    pkg = importlib.import_module(f"lf_tuner.{package}")
+    exported = [name for names in pkg._EXPORTS.values() for name in names]
+    assert sorted(pkg.__all__) == sorted({*exported, *(n for n in pkg.__all__ if n in vars(pkg))})
+    for name in pkg.__all__:
+        assert getattr(pkg, name) is not None
+    submodules = {m.name for m in pkgutil.iter_modules(pkg.__path__)}
+    assert not submodules & set(pkg.__all__)
+    code = f"import sys, lf_tuner.{package}; print(sorted(m for m in sys.modules if m.startswith('lf_tuner.{package}.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -13,11 +13,8 @@ import yaml
 
 from lf_tuner.cli.progress import ProgressView, describe_entry
 from lf_tuner.errors import BadValue, LfTunerError
-from lf_tuner.train import preflight, runner
+from lf_tuner.train import ChildResult, Command, GpuInfo, preflight, runner
 from lf_tuner.train import records as runs
-from lf_tuner.train.command import Command
-from lf_tuner.train.gpus import GpuInfo
-from lf_tuner.train.watch import ChildResult
 from tests.tiny import write_tiny_project
 
 GIB = 2**30

@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from lf_tuner.cli import cli
-from lf_tuner.config.presets import METHODS, builtin_names
+from lf_tuner.config import METHODS, builtin_names
 from lf_tuner.config.render import (
     Rendered,
     RenderRequest,
@@ -498,7 +498,7 @@ def test_cutoff_auto_measures_the_dataset(tmp_path: Path) -> None:
 
 def test_fit_applies_the_first_change_that_fits() -> None:
     """`render --fit` and `run --fit` share config.fit.check_fit: the change applied is memory's first."""
-    from lf_tuner.config.fit import check_fit
+    from lf_tuner.config import check_fit
     from lf_tuner.memory import Budget, fit_changes
 
     args = ["render", "--preset", "security", "--schema-only"]  # its batch does not depend on the GPU

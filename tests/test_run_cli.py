@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from lf_tuner.cli import cli
-from lf_tuner.train.gpus import GpuInfo
+from lf_tuner.train import GpuInfo
 from tests.tiny import write_tiny_project
 
 STUB = Path(__file__).parent / "stubs" / "llamafactory_cli_stub.py"
@@ -397,8 +397,7 @@ def test_a_stop_signal_stops_the_whole_tree_and_is_recorded(
 
 
 def test_a_signal_before_the_child_starts_starts_nothing(project: Path, stub: Path) -> None:
-    from lf_tuner.train.command import Command
-    from lf_tuner.train.watch import StopSignals, run_child
+    from lf_tuner.train import Command, StopSignals, run_child
 
     with StopSignals() as signals:
         os.kill(os.getpid(), signal.SIGHUP)  # handled: pytest goes on
@@ -436,7 +435,7 @@ def test_yes_is_accepted_but_deprecated(project: Path, stub: Path) -> None:
 
 
 def test_runs_table_and_calibration(project: Path) -> None:
-    from lf_tuner.train.records import GpuRecord, RunRecord, add_to_index
+    from lf_tuner.train import GpuRecord, RunRecord, add_to_index
 
     def record(**kw: object) -> RunRecord:
         base = dict(

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lf_tuner.sweep import parse_spec
-from lf_tuner.sweep.space import preview
-from lf_tuner.train.watch import process_start
+from lf_tuner.sweep import parse_spec, preview
+from lf_tuner.train import process_start
 from tests.sweep_helpers import (
     final_eval,
     install_stub,
@@ -288,8 +287,7 @@ def test_sigterm_marks_the_running_trial_and_requeues_it(tmp_path: Path, fake_lf
 def test_worker_leaves_other_machines_running_trials_alone(tmp_path: Path, fake_lf: Path) -> None:
     import optuna
 
-    from lf_tuner.sweep.engine import Sweep
-    from lf_tuner.sweep.trial import LAUNCHERS
+    from lf_tuner.sweep import LAUNCHERS, Sweep
 
     spec = parse_spec(
         yaml.safe_load(
@@ -324,7 +322,7 @@ def test_worker_leaves_other_machines_running_trials_alone(tmp_path: Path, fake_
 
 def test_base_config_errors_name_the_key_and_the_file(tmp_path: Path) -> None:
     from lf_tuner.errors import LfTunerError
-    from lf_tuner.sweep.engine import load_base_config
+    from lf_tuner.sweep import load_base_config
 
     spec = parse_spec(
         {"base": "missing.yaml", "method": "grid", "metric": {"name": "eval_loss", "goal": "minimize"},

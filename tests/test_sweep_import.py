@@ -9,8 +9,7 @@ import optuna
 import pytest
 import yaml
 
-from lf_tuner.sweep import load_spec, parse_spec
-from lf_tuner.sweep.importing import read_rows
+from lf_tuner.sweep import load_spec, parse_spec, read_rows
 from lf_tuner.sweep.storage import storage
 from tests.sweep_helpers import final_eval, install_stub, report_json, starts, sweep, write_spec
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from lf_tuner.cli import cli
-from lf_tuner.train.watch import TrainerLog, process_start
+from lf_tuner.train import TrainerLog, process_start
 from tests.stubs import llamafactory_cli_stub as stub
 from tests.sweep_helpers import final_eval, install_stub, report_json, starts, sweep, write_spec
 

@@ -14,9 +14,7 @@ from hypothesis import strategies as st
 
 from lf_tuner.cli import cli
 from lf_tuner.errors import BadValue
-from lf_tuner.sweep import SpecError, parse_spec
-from lf_tuner.sweep.expr import ExprError, eval_expr, expr_names
-from lf_tuner.sweep.space import Space, preview, resolve
+from lf_tuner.sweep import ExprError, Space, SpecError, eval_expr, expr_names, parse_spec, preview, resolve
 
 BASE: dict[str, Any] = {
     "base": "train.yaml",
@@ -445,7 +443,7 @@ def test_gpu_slots_group_gpus_per_trial(monkeypatch: pytest.MonkeyPatch) -> None
     from types import SimpleNamespace
 
     import lf_tuner.train.gpus
-    from lf_tuner.sweep.slots import gpu_slots
+    from lf_tuner.sweep import gpu_slots
 
     gpus = [SimpleNamespace(index=i) for i in (2, 3, 5, 7, 8)]
     monkeypatch.setattr(lf_tuner.train.gpus, "detect_gpus", lambda select=None: gpus)
@@ -462,7 +460,7 @@ def test_gpu_slots_group_gpus_per_trial(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_divergence_rules() -> None:
-    from lf_tuner.train.watch import Divergence
+    from lf_tuner.train import Divergence
 
     def divergence(rows: list[dict[str, Any]], factor: float) -> str | None:
         return Divergence(factor).first(rows)

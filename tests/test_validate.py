@@ -12,8 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from lf_tuner.cli import cli
-from lf_tuner.config.render import render_deepspeed
-from lf_tuner.config.schema import load_schema
+from lf_tuner.config import load_schema, render_deepspeed
 from lf_tuner.config.validate import (
     RULES,
     Context,
@@ -526,7 +525,7 @@ def test_quantization_rule_agrees_with_llamafactory(method: str) -> None:
 def test_duplicate_keys_refused_like_llamafactory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from llamafactory.hparams.parser import read_args
 
-    from lf_tuner.config.files import parse_mapping
+    from lf_tuner.config import parse_mapping
 
     for text, duplicate in [
         ("a: 1\nb: 1e-4\n", False),

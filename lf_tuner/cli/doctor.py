@@ -56,18 +56,10 @@ def torch_info() -> dict[str, Any]:
 
 
 def gather() -> dict[str, Any]:
-    from lf_tuner.train.gpus import detect_gpus
+    from lf_tuner.train import detect_gpus, gpu_summary
 
     versions = {"python": platform.python_version(), **{d: _version(d) for d in PACKAGES}}
-    gpus = [
-        {
-            "index": g.index,
-            "name": g.name,
-            "total_gib": round(g.total_bytes / 2**30, 2),
-            "free_gib": round(g.free_bytes / 2**30, 2),
-        }
-        for g in detect_gpus()
-    ]
+    gpus = [gpu_summary(g) for g in detect_gpus()]
     return {
         "versions": versions,
         "torch": torch_info(),

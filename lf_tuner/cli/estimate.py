@@ -12,7 +12,6 @@ from rich import box
 from rich.table import Table
 
 from lf_tuner.cli._common import console, show
-from lf_tuner.config import load_mapping, validate_config
 from lf_tuner.errors import DoesNotFit, LfTunerError
 from lf_tuner.memory import (
     ATTENTIONS,
@@ -20,16 +19,13 @@ from lf_tuner.memory import (
     GIB,
     METHODS,
     STAGES,
-    Budget,
     Estimate,
     Fsdp,
     TrainSetup,
     estimate,
-    fit_changes,
     fsdp_from_accelerate,
-    max_cutoff,
-    patches_per_sample,
-    report_fit,
+    model_notes,
+    report_estimate,
     setup_from_config,
     unsupported,
 )
@@ -67,11 +63,13 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 
 def gather_config(config: Path | None, model: str | None, flags: dict[str, Any]) -> dict[str, Any]:
     """The run to estimate as LLaMA-Factory keys: the config file (if any), then the flags on top."""
-    cfg: dict[str, Any] = load_mapping(config) if config else {}
-    refusal = unsupported(cfg)
-    if refusal:
-        raise LfTunerError(f"{config}: {refusal}")
+    cfg: dict[str, Any] = {}
     if config:
+        from lf_tuner.config import load_mapping, validate_config  # YAML and the schema: only for a file
+
+        cfg = load_mapping(config)
+        if refusal := unsupported(cfg):
+            raise LfTunerError(f"{config}: {refusal}")
         problems = [p for p in validate_config(cfg) if p.message.startswith("unknown LLaMA-Factory")]
         if problems:  # unknown keys fail the same way LLaMA-Factory would, before anything else
             raise LfTunerError(f"{config}: " + "; ".join(str(p) for p in problems))
@@ -102,13 +100,15 @@ def gather_setup(config: Path | None, model: str | None, flags: dict[str, Any]) 
     fsdp: Fsdp | None = None
     gpus, nodes = flags.get("gpus"), flags.get("nodes") or 1
     if flags.get("accelerate_config"):
+        from lf_tuner.config import load_mapping
+
         accelerate = load_mapping(flags["accelerate_config"])
         fsdp = fsdp_from_accelerate(accelerate)
         if gpus is None:
             gpus = int(accelerate.get("num_processes", 1) or 1)
             nodes = int(accelerate.get("num_machines", 1) or 1)
         if fsdp is not None:
-            fsdp = Fsdp(fsdp.version, fsdp.strategy, fsdp.offload_params, gpus, nodes)
+            fsdp = replace(fsdp, processes=gpus, machines=nodes)
     setup = setup_from_config(cfg, resolve_config(cfg), gpus=gpus or 1, nodes=nodes, fsdp=fsdp)
     media = {k: flags[k] for k in ("images", "videos") if flags.get(k) is not None}
     return replace(setup, vision=replace(setup.vision, **media)) if media else setup
@@ -230,82 +230,35 @@ def command(
         flags["quantization_bit"] = int(flags["quantization_bit"])
     if gpu_memory is not None and gpu_memory <= 0:
         raise click.BadParameter(f"must be positive, got {gpu_memory}", param_hint="--gpu-memory")
+    from lf_tuner.train import budgets
+
     setup = gather_setup(config, model, flags)
     est = estimate(setup)
     gpus = budgets(gpu_memory)
-    result: dict[str, Any] = est.as_dict()
     if (want_max_cutoff or check) and not gpus:
         flag = "--max-cutoff" if want_max_cutoff else "--check"
         raise click.UsageError(f"{flag} needs a GPU to check against (none detected): pass --gpu-memory GIB")
-    nothing_fits: str | None = None
-    if want_max_cutoff:
-        tightest = min(gpus, key=lambda g: g.budget_bytes)
-        result["max_cutoff"] = max_cutoff(setup, tightest.budget_bytes) or None
-        if result["max_cutoff"] is None:
-            nothing_fits = result["max_cutoff_problem"] = no_cutoff_fits(setup, tightest)
-    fit = report_fit(est, gpus) if gpus else None
-    if fit:
-        result.update(fit.as_dict())
-    result["notes"] = [*model_lines(setup), *result.get("notes", [])]
+    report = report_estimate(est, gpus, want_max_cutoff=want_max_cutoff)
+    fit = report.fit
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(json.dumps(report.as_dict(), indent=2))
     else:
-        for about in model_lines(setup):
+        for about in model_notes(setup):
             console(stderr=True).print(about, highlight=False)
         show(render_table(est))
         lines = [eval_line(est), *(fit.lines if fit else [])]
-        if result.get("max_cutoff"):
-            lines.append(f"largest cutoff_len that fits: {result['max_cutoff']}")
+        if report.max_cutoff:
+            lines.append(f"largest cutoff_len that fits: {report.max_cutoff}")
         for line in lines:
             if line:
                 console().print(line)
         for note in setup.notes:
             console(stderr=True).print(f"note: {note}")
-    if nothing_fits:
-        raise DoesNotFit(nothing_fits)
+    if report.max_cutoff_problem:
+        raise DoesNotFit(report.max_cutoff_problem)
     if check and fit is not None and not fit.fits:
         short = min(fit.gpus, key=lambda g: g.headroom_gib)
         raise DoesNotFit(
             f"does not fit {short.gpu}: short by {-short.headroom_gib:.2f} GiB; "
             "apply a change listed above, or check against other GPUs (--gpu-memory)"
         )
-
-
-def no_cutoff_fits(setup: TrainSetup, gpu: Budget, multiple: int = 128) -> str:
-    """Why no cutoff_len fits `gpu`, and what would make the smallest one fit."""
-    small = replace(setup, cutoff_len=multiple)
-    need = estimate(small).total_gib
-    changes = fit_changes(small, gpu.budget_bytes)
-    fix = (
-        f"with `{changes[0].description}` it would need {changes[0].total_gib:.2f} GiB "
-        f"({', '.join(f'{k}: {v}' for k, v in changes[0].overrides.items())})"
-        if changes
-        else "use a smaller model, or more GPUs with --deepspeed z3"
-    )
-    return f"no cutoff_len fits {gpu.name}: even cutoff_len {multiple} needs {need:.2f} GiB; {fix}"
-
-
-def model_lines(setup: TrainSetup) -> list[str]:
-    """What the estimate assumed about the model: how its architecture was derived, quantization, media."""
-    arch = setup.arch
-    lines = [f"model: {note}" for note in arch.notes]
-    if arch.quantization is not None:
-        lines.append(f"model: {arch.quantization.label} checkpoint (quantization_config)")
-    if arch.vision is not None:
-        vs = setup.vision
-        videos = f" and {vs.videos} video(s) of {vs.video_maxlen} frames of {vs.video_max_pixels:,} px"
-        media = f"{vs.images} image(s) of at most {vs.image_max_pixels:,} px" + (videos if vs.videos else "")
-        lines.append(
-            f"vision: {arch.vision_params / 1e9:.2f}B tower + {arch.projector_params / 1e6:.0f}M projector; "
-            f"{media} per sample ({patches_per_sample(arch, vs)} patches; --images/--videos to change)"
-        )
-    return lines
-
-
-def budgets(gpu_memory_gib: float | None) -> list[Budget]:
-    """What to check against: --gpu-memory, else every detected GPU's free memory."""
-    if gpu_memory_gib is not None:
-        return [Budget(f"{gpu_memory_gib:g} GiB GPU", int(gpu_memory_gib * GIB))]
-    from lf_tuner.train.gpus import detect_gpus, gpu_budgets
-
-    return gpu_budgets(detect_gpus())

@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from lf_tuner.cli._common import console, show
-from lf_tuner.models.listing import ModelRow, list_models
+from lf_tuner.models import ModelRow, list_models
 
 WHERE = {"catalog": "offline", "cache": "cache", "download": "download"}
 

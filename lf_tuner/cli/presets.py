@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lf_tuner.config import builtin_names, builtin_text, parse_preset
+from lf_tuner import config  # its names load on use: presets need pydantic, which --help must not load
 from lf_tuner.errors import LfTunerError
 
 
@@ -21,7 +21,8 @@ def command() -> None:
 def ls_cmd(as_json: bool) -> None:
     """List the shipped presets."""
     rows = [
-        (name, parse_preset(builtin_text(name), f"preset {name}").description) for name in builtin_names()
+        (name, config.parse_preset(config.builtin_text(name), f"preset {name}").description)
+        for name in config.builtin_names()
     ]
     if as_json:
         click.echo(json.dumps([{"name": n, "description": d} for n, d in rows], indent=1))
@@ -36,7 +37,7 @@ def ls_cmd(as_json: bool) -> None:
 @click.argument("name")
 def show_cmd(name: str) -> None:
     """Print a preset's file (comments included)."""
-    click.echo(builtin_text(name), nl=False)
+    click.echo(config.builtin_text(name), nl=False)
 
 
 @command.command("cp")
@@ -45,7 +46,7 @@ def show_cmd(name: str) -> None:
 @click.option("--force", is_flag=True, help="Overwrite DEST if it exists.")
 def cp_cmd(name: str, dest: Path, force: bool) -> None:
     """Copy preset NAME to DEST (a file, or a directory to hold NAME.yaml) to edit it."""
-    text = builtin_text(name)
+    text = config.builtin_text(name)
     target = dest / f"{name}.yaml" if dest.is_dir() else dest
     if target.exists() and not force:
         raise LfTunerError(f"{target} exists; pass --force to overwrite it or choose another DEST")

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
 import click
 
-from lf_tuner.config import (
-    DEEPSPEED_CHOICES,
-    METHODS,
-    Rendered,
-    RenderRequest,
-    check_config,
-    check_files,
-    deepspeed_filename,
-    deepspeed_kind,
-    fit_config,
-    merge_dataset_info,
-    render_deepspeed,
-    render_train_config,
-    with_changes,
-)
-from lf_tuner.errors import LfTunerError, ProblemsError
-from lf_tuner.train.gpus import smallest_gpu_gib
+from lf_tuner.config import DEEPSPEED_CHOICES, METHODS
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
 
 
 def _cutoff(value: str | None) -> int | Literal["auto"] | None:
@@ -35,26 +22,6 @@ def _cutoff(value: str | None) -> int | Literal["auto"] | None:
     if value.isdigit() and int(value) > 0:
         return int(value)
     raise click.BadParameter(f"`{value}` is not a positive whole number or `auto`", param_hint="--cutoff")
-
-
-def _check_outputs(paths: list[Path], force: bool) -> None:
-    """Before any work: each named output's folder exists, and the output does not unless --force."""
-    for path in paths:
-        if not path.parent.is_dir():
-            raise LfTunerError(f"{path.parent} is not a directory; create it first (mkdir -p {path.parent})")
-        if path.exists() and not force:
-            raise LfTunerError(f"{path} exists; pass --force to overwrite it or choose another file")
-
-
-def _gpus(gpu_memory: float | None, gpus: int | None) -> tuple[int, int]:
-    """(bytes per GPU, GPU count) from the flags or the detected GPUs."""
-    from lf_tuner.train.gpus import detect_gpus
-
-    found = detect_gpus()
-    if gpu_memory is None and not found:
-        raise click.BadParameter("no GPU found; pass --gpu-memory GIB (per GPU)", param_hint="--fit")
-    per_gpu = int(gpu_memory * 2**30) if gpu_memory is not None else min(g.total_bytes for g in found)
-    return per_gpu, gpus or max(1, len(found))
 
 
 @click.command("render")
@@ -126,9 +93,22 @@ def command(
       lf-tuner render --preset security -o security.yaml
       lf-tuner render --preset chatbot --model Qwen2.5-7B-Instruct --dataset chat.json learning_rate=1e-5
     """
+    from lf_tuner.config import (
+        RenderRequest,
+        check_outputs,
+        check_rendered,
+        deepspeed_kind,
+        fit_config,
+        render_train_config,
+        unwritten,
+        with_deepspeed,
+        write_rendered,
+    )
+    from lf_tuner.train import fit_target, smallest_gpu_gib
+
     if slurm is not None and output is None:
         raise click.BadParameter("--slurm needs -o FILE (the script runs that config)", param_hint="--slurm")
-    _check_outputs([p for p in (output, slurm) if p is not None], force)
+    check_outputs([p for p in (output, slurm) if p is not None], force)
     request = RenderRequest(
         preset=preset,
         model=model,
@@ -145,84 +125,28 @@ def command(
     rendered = render_train_config(request, detect_gpu_gib=smallest_gpu_gib)
     messages: list[str] = []
     if fit:
-        per_gpu, count = _gpus(gpu_memory, gpus)
+        per_gpu, count = fit_target(gpu_memory, gpus)
         rendered, messages = fit_config(rendered, gpu_bytes=per_gpu, gpus=count)
     ds_kind = deepspeed or deepspeed_kind(rendered.config.get("deepspeed", ""))
     ds_path: Path | None = None
     if ds_kind is not None:
-        ds_path = ((output.parent if output else Path.cwd()) / deepspeed_filename(ds_kind)).resolve()
-        rendered = with_changes(rendered, {"deepspeed": str(ds_path)}, {"deepspeed": f"ZeRO {ds_kind}"})
-    _check(rendered, ds_kind, schema_only)
+        rendered, ds_path = with_deepspeed(rendered, ds_kind, output.parent if output else Path.cwd())
+    for problem in check_rendered(rendered, ds_kind, use_llamafactory=False if schema_only else None):
+        _say(f"warning: {problem} (LLaMA-Factory will stop there)")
     if output is None:
-        _to_stdout(rendered, ds_kind, ds_path)
+        for note in unwritten(rendered, ds_kind, ds_path):
+            _say(f"note: not written: {note}")
+        click.echo(rendered.yaml, nl=False)
     else:
-        _write(rendered, output, ds_kind, ds_path)
+        write_rendered(rendered, output, ds_kind, ds_path, say=_say)
     for line in messages:
-        click.echo(f"fit: {line}", err=True)
+        _say(f"fit: {line}")
     if explain:
         for note in rendered.notes:
-            click.echo(f"why: {note}", err=True)
+            _say(f"why: {note}")
     if slurm is not None and output is not None:
-        from lf_tuner.train.slurm import render_slurm_script
+        from lf_tuner.train import render_slurm_script
 
         script = render_slurm_script(str(output.resolve()), nnodes=nnodes, gpus_per_node=gpus or 1)
         slurm.write_text(script, encoding="utf-8")
-        click.echo(f"wrote {slurm}", err=True)
-
-
-def _check(rendered: Rendered, ds_kind: str | None, schema_only: bool) -> None:
-    """Every problem stops the render; what the config points at that is not there yet is only a warning
-    (data can be registered after rendering), said on stderr."""
-    ds = json.loads(render_deepspeed(ds_kind)) if ds_kind is not None else None
-    use_parser = False if schema_only else None
-    problems = check_config(rendered.config, use_llamafactory=use_parser, deepspeed=ds, arch=rendered.arch)
-    if problems:
-        raise ProblemsError(problems, "rendered config")
-    if rendered.dataset_info is None:
-        for problem in check_files(rendered.config):
-            click.echo(f"warning: {problem} (LLaMA-Factory will stop there)", err=True)
-
-
-def _to_stdout(rendered: Rendered, ds_kind: str | None, ds_path: Path | None) -> None:
-    """The config on stdout; what `-o FILE` would also write is only said, on stderr."""
-    update = rendered.dataset_info
-    if update is not None and merge_dataset_info(update) is not None:
-        entry = json.dumps(update.entry, ensure_ascii=False)
-        click.echo(
-            f"note: not written: `{update.name}` is not in {update.path} yet; render with -o FILE to add it, "
-            f'or add it yourself: "{update.name}": {entry}',
-            err=True,
-        )
-    if ds_kind is not None and ds_path is not None and not ds_path.is_file():
-        click.echo(
-            f"note: not written: {ds_path} ({ds_kind}); render with -o FILE to write it beside the config",
-            err=True,
-        )
-    click.echo(rendered.yaml, nl=False)
-
-
-def _write(rendered: Rendered, output: Path, ds_kind: str | None, ds_path: Path | None) -> None:
-    """Write the config to `output` and what it needs beside it; everything is checked before anything is
-    written, and nothing but `output` (with --force) is ever replaced."""
-    update = rendered.dataset_info
-    info_text = merge_dataset_info(update) if update is not None else None
-    if info_text is not None and update is not None and not update.path.parent.is_dir():
-        raise LfTunerError(
-            f"dataset: {update.path.parent} is not a directory; create it first or pass another --dataset-dir"
-        )
-    ds_text = render_deepspeed(ds_kind) if ds_kind is not None else None
-    if ds_text is not None and ds_path is not None and ds_path.exists():
-        if ds_path.read_text(encoding="utf-8") != ds_text:
-            raise LfTunerError(
-                f"{ds_path} exists with other content; lf-tuner will not replace it: move it away, "
-                "or render with -o into another folder"
-            )
-        ds_text = None  # already there as is
-    if ds_text is not None and ds_path is not None:
-        ds_path.write_text(ds_text, encoding="utf-8")
-        click.echo(f"wrote {ds_path}", err=True)
-    if info_text is not None and update is not None:
-        update.path.write_text(info_text, encoding="utf-8")
-        click.echo(f"registered `{update.name}` in {update.path}", err=True)
-    output.write_text(rendered.yaml, encoding="utf-8")
-    click.echo(f"wrote {output}", err=True)
+        _say(f"wrote {slurm}")

@@ -41,8 +41,8 @@ def command(
     sweep_dir: Path, fmt: str, plots: bool, best_config: Path | None, force: bool, storage: str | None
 ) -> None:
     """Summarise a sweep: stages in order, one row per trial sorted by the metric, the best marked."""
-    from lf_tuner.sweep.report import best_config as render_best
-    from lf_tuner.sweep.report import load_results, to_csv, to_json, to_markdown, write_plots
+    from lf_tuner.sweep import best_config as render_best
+    from lf_tuner.sweep import load_results, to_csv, to_json, to_markdown, write_plots
 
     results = load_results(sweep_dir, importance=fmt != "csv", storage_url=storage)
     if best_config is not None:

@@ -6,15 +6,15 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lf_tuner.config import load_mapping
-from lf_tuner.memory import Fsdp, fsdp_from_accelerate
-from lf_tuner.train import preflight, runner
-from lf_tuner.train import records as runs
-from lf_tuner.train.watch import LOG_NAME
+
+if TYPE_CHECKING:
+    from lf_tuner.memory import Fsdp
+    from lf_tuner.train import Plan
 
 RENDER_OPTIONS = ("preset", "model", "dataset", "dataset_dir", "template", "method", "output_dir", "cutoff")
 LAUNCH_OPTIONS = ("nnodes", "node_rank", "master_addr", "master_port", "ray_workers", "accelerate_config")
@@ -77,6 +77,8 @@ def command(config: Path | None, overrides: tuple[str, ...], **o: Any) -> None:
       lf-tuner run train.yaml --gpus 0,2 --dry-run  # show GPUs, estimate, argv and env; start nothing
       lf-tuner run train.yaml --cpu                 # CPU run (tiny models, tests)
     """
+    from lf_tuner.train import config_path, preflight
+
     if o["yes"]:
         _say("warning: --yes is deprecated and does nothing (run never asks); drop it")
     if o["resume"] and o["overwrite"]:
@@ -105,7 +107,7 @@ def command(config: Path | None, overrides: tuple[str, ...], **o: Any) -> None:
     fsdp = _fsdp(o["accelerate_config"])
     estimate = preflight.check_fit(cfg, gpus, fit=o["fit"], force=o["force"], say=_say, fsdp=fsdp)
     if o["slurm_script"] is not None:
-        kept = runs.config_path(out, rank)
+        kept = config_path(out, rank)
         preflight.write_slurm(
             o["slurm_script"],
             cfg,
@@ -129,61 +131,42 @@ def command(config: Path | None, overrides: tuple[str, ...], **o: Any) -> None:
 
 def _fsdp(path: Path | None) -> Fsdp | None:
     """The FSDP layout of an accelerate config, for the estimate."""
+    from lf_tuner.memory import fsdp_from_accelerate
+
     if path is None:
         return None
     return fsdp_from_accelerate(load_mapping(path))
 
 
-def _run(plan: preflight.Plan, o: dict[str, Any]) -> None:
-    """Start the child (with OOM retries) showing its progress, record the run, and exit as it ended.
-
-    From the start of the child to the record written, SIGINT, SIGTERM, SIGHUP and SIGQUIT stop the training
-    tree and the run is recorded as interrupted (`watch.StopSignals`).
-    """
+def _run(plan: Plan, o: dict[str, Any]) -> None:
+    """Start the child (with OOM retries) showing its progress, record the run, and exit as it ended."""
     from lf_tuner.cli.progress import ProgressView
-    from lf_tuner.train.watch import StopSignals
+    from lf_tuner.train import run_plan
 
-    record_path = runs.record_path(plan.output_dir, plan.node_rank)
-    log_path = plan.output_dir / LOG_NAME
-    if o["overwrite"]:
-        record_path.unlink(missing_ok=True)
-    started = runs.now_iso()
     cmd = plan.command
     _say(f"lf-tuner: {' '.join(f'{k}={v}' for k, v in cmd.env.items())} {' '.join(cmd.argv)}")
-    _say(f"lf-tuner: output in {log_path}")
-    index_problem: str | None = None
-    with StopSignals() as signals:
-        with ProgressView(sys.stderr) as view:
-            attempts, changes = runner.run_with_retries(
-                plan.cfg,
-                cmd,
-                write_config=plan.write_config,
-                output_dir=plan.output_dir,
-                log_path=log_path,
-                retry_oom=o["retry_oom"],
-                stop_on_nan=o["stop_on_nan"],
-                on_progress=view.update,
-                on_retry=lambda n, change: _say(f"out of memory; retry {n}: {change}"),
-                echo=sys.stderr if o["verbose"] else None,
-                signals=signals,
-            )
-        record = runner.build_record(plan, attempts, changes, log_path=log_path, started_at=started)
-        runs.write_record(record, record_path)
-        try:
-            runs.add_to_index(record, record_path.absolute())
-        except runs.IndexUnavailable as exc:
-            index_problem = exc.message
+    _say(f"lf-tuner: output in {plan.log_path}")
+    with ProgressView(sys.stderr) as view:
+        done = run_plan(
+            plan,
+            retry_oom=o["retry_oom"],
+            stop_on_nan=o["stop_on_nan"],
+            overwrite=o["overwrite"],
+            on_progress=view.update,
+            on_retry=lambda n, change: _say(f"out of memory; retry {n}: {change}"),
+            echo=sys.stderr if o["verbose"] else None,
+        )
+    record, last, where = done.record, done.last, f"log: {plan.log_path}; record: {plan.record_path}"
     if o["as_json"]:
         click.echo(json.dumps(record.model_dump(mode="json"), indent=2))
-    if index_problem:
-        _say(f"warning: the run is not in `lf-tuner runs`: {index_problem}")
-    last = attempts[-1]
+    if done.index_problem:
+        _say(f"warning: the run is not in `lf-tuner runs`: {done.index_problem}")
     if last.status == "completed":
         loss = f", final loss {record.final_train_loss:.4f}" if record.final_train_loss is not None else ""
-        _say(f"completed in {record.runtime_s:.1f} s{loss}; record: {record_path}")
+        _say(f"completed in {record.runtime_s:.1f} s{loss}; record: {plan.record_path}")
         return
     if last.status == "failed":
         for line in last.result.tail[-15:]:
             _say(f"  | {line}")
-    _say(f"Error: {last.status}: {record.reason}; log: {log_path}; record: {record_path}")
+    _say(f"Error: {last.status}: {record.reason}; {where}")
     sys.exit(last.exit_code or 1)

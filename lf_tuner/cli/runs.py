@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 
 from lf_tuner.cli._common import console, show
-from lf_tuner.train.records import STATUSES, list_runs
+from lf_tuner.train import STATUSES
 
 
 def _num(value: Any, fmt: str) -> str:
@@ -90,6 +90,8 @@ def calibration(rows: list[dict[str, Any]]) -> tuple[Table, str]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON list on stdout.")
 def command(limit: int, status: str | None, calibrate: bool, as_json: bool) -> None:
     """List the runs started with `lf-tuner run` (index under LF_TUNER_HOME)."""
+    from lf_tuner.train import list_runs
+
     rows = list_runs(limit=None if calibrate else limit, status=status, calibration=calibrate)
     if as_json:
         if calibrate:

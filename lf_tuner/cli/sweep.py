@@ -7,11 +7,14 @@ import json
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lf_tuner.errors import LfTunerError
+
+if TYPE_CHECKING:
+    from lf_tuner.sweep import SweepSpec
 
 
 class Stopped(click.ClickException):
@@ -97,30 +100,20 @@ def command(spec_path: Path, sweep_dir: Path | None, **opts: Any) -> None:
         _run(spec, spec_path, sweep_dir, launcher, opts)
 
 
-def _dry_run(spec: Any, as_json: bool) -> None:
-    from lf_tuner.sweep.space import first_space, format_trials, preview
+def _dry_run(spec: SweepSpec, as_json: bool) -> None:
+    from lf_tuner.sweep import format_trials, preview, preview_heading
 
     trials = preview(spec)
     if as_json:
         click.echo(json.dumps([{"trial": i, "params": p} for i, p in enumerate(trials)], indent=2))
         return
-    stage = spec.stage_list()[0]
-    method = spec.stage_method(stage)
-    space = first_space(spec)
-    if space is None:
-        _echo(
-            f"{method}: the first stage is set around the best of imported runs; nothing to list before it starts"
-        )
-        return
-    total = space.grid_size() if method == "grid" else stage.max_trials
-    what = "grid points" if method == "grid" else f"trials, the first sampled (seed {spec.seed})"
-    prefix = "" if not spec.stages else f"stage {stage.name}: "
-    _echo(f"{prefix}{method}: {len(trials)} of {total} {what}")
-    click.echo(format_trials(trials))
+    _echo(preview_heading(spec, len(trials)))
+    if trials:
+        click.echo(format_trials(trials))
 
 
-def _slurm(spec: Any, spec_path: Path, sweep_dir: Path, launcher: str, opts: dict[str, Any]) -> None:
-    from lf_tuner.sweep.slurm import render_array_script
+def _slurm(spec: SweepSpec, spec_path: Path, sweep_dir: Path, launcher: str, opts: dict[str, Any]) -> None:
+    from lf_tuner.sweep import render_array_script
 
     path: Path = opts["slurm_script"]
     if path.exists() and not opts["force"]:
@@ -142,59 +135,23 @@ def _slurm(spec: Any, spec_path: Path, sweep_dir: Path, launcher: str, opts: dic
     _echo(f"wrote {path}: sbatch {path} starts {opts['slurm_tasks']} workers")
 
 
-def _run(spec: Any, spec_path: Path, sweep_dir: Path, launcher: str, opts: dict[str, Any]) -> None:
-    from lf_tuner.sweep.engine import (
-        Sweep,
-        SweepInterrupted,
-        check_trial_configs,
-        load_base_config,
-        save_copies,
-        stage_study_name,
-    )
-    from lf_tuner.sweep.importing import read_rows
-    from lf_tuner.sweep.slots import gpu_slots
-    from lf_tuner.sweep.space import preview
-    from lf_tuner.sweep.storage import (
-        Pointer,
-        check_before_start,
-        check_pointer,
-        mask,
-        prepare_dir,
-        write_pointer,
-    )
-    from lf_tuner.sweep.trial import LAUNCHERS
+def _run(spec: SweepSpec, spec_path: Path, sweep_dir: Path, launcher: str, opts: dict[str, Any]) -> None:
+    from lf_tuner.sweep import SweepInterrupted, gpu_slots, open_sweep
 
     slots = gpu_slots(opts["gpus"], spec.gpus_per_trial)
     if launcher != "run" and opts["launcher"] is None:
         _echo("warning: `lf-tuner run` is not installed; trials start `llamafactory-cli train` directly")
-    base = load_base_config(spec, spec_path.parent, sweep_dir.absolute())
-    check_trial_configs(spec, base, preview(spec))
-    imports = []
-    for path in opts["imports"]:
-        rows, notes = read_rows(path, spec)
-        for note in notes:
-            _echo(f"{path}: {note}")
-        imports.append((str(path), rows))
-    storage = opts["storage"]
-    pointer = Pointer(
-        opts["study_name"], mask(storage) if storage else None, tuple(s.name for s in spec.stage_list())
-    )
-    check_pointer(sweep_dir, pointer)  # nothing is written into a folder that is refused
-    check_before_start(sweep_dir, storage, stage_study_name(opts["study_name"], spec.stage_list()[0].name))
-    prepare_dir(sweep_dir)
-    write_pointer(sweep_dir, pointer)
-    save_copies(spec_path, sweep_dir, base)
-    sweep = Sweep(
+    sweep = open_sweep(
         spec,
-        sweep_dir.absolute(),
-        base,
-        LAUNCHERS[launcher],
-        storage_url=storage,
+        spec_path,
+        sweep_dir,
+        launcher,
+        storage_url=opts["storage"],
         study_name=opts["study_name"],
         worker=opts["worker"],
+        imports=opts["imports"],
         poll_s=opts["poll_s"],
         emit=_echo,
-        imports=imports,
     )
     where = ", ".join("CPU" if s == "cpu" else f"GPU {s}" for s in slots)
     goals = ", ".join(f"{m.name} ({m.goal})" for m in spec.objectives)
@@ -211,11 +168,7 @@ def _run(spec: Any, spec_path: Path, sweep_dir: Path, launcher: str, opts: dict[
         signal.signal(signal.SIGTERM, previous)
     _echo("done: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())))
     if opts["as_json"]:
-        best = None
-        if summary.best_number is not None:
-            best = {"number": summary.best_number, "stage": summary.best_stage, "params": summary.best_params}
-            best["value"] = summary.best_value
-        click.echo(json.dumps({"dir": str(sweep_dir), "counts": summary.counts, "best": best}))
+        click.echo(json.dumps({"dir": str(sweep_dir), **summary.as_json()}))
     if summary.best_number is None:
         raise LfTunerError(
             f"no trial completed; read {sweep_dir}/trial-*/launch.log, or `lf-tuner report {sweep_dir}`"

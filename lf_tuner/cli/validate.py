@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lf_tuner.config import check_config, llamafactory_available, load_mapping
+from lf_tuner import config  # its names load on use: the checks need the schema and the data readers
 from lf_tuner.errors import ProblemsError
 
 
@@ -23,9 +23,9 @@ def command(file: Path, schema_only: bool, as_json: bool) -> None:
     With llamafactory installed, LLaMA-Factory's own parser also checks it (no GPU needed).
     All problems are reported at once, one `key: message` line each; exit code 1 when any.
     """
-    cfg = load_mapping(file)
-    use_parser = not schema_only and llamafactory_available()
-    problems = check_config(cfg, use_llamafactory=use_parser, base_dir=Path.cwd(), files=True)
+    cfg = config.load_mapping(file)
+    use_parser = not schema_only and config.llamafactory_available()
+    problems = config.check_config(cfg, use_llamafactory=use_parser, base_dir=Path.cwd(), files=True)
     if as_json:
         click.echo(json.dumps([{"key": p.key, "message": p.message} for p in problems], indent=1))
         if problems:

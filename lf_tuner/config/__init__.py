@@ -1,21 +1,22 @@
 """LLaMA-Factory training configs: one YAML loader and error renderer, the schema, the validation rules,
 overrides, presets, the fit check and render.
 
-The names below load their module on first use (PEP 562), so `import lf_tuner.config` stays cheap for
+The names below load their module on first use (`lf_tuner.lazy`), so `import lf_tuner.config` stays cheap for
 commands that need only the loader (render pulls in jinja2 and pydantic).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lf_tuner.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from lf_tuner.config.choices import DEEPSPEED_CHOICES, METHODS
     from lf_tuner.config.files import load_mapping, parse_mapping, parse_yaml, pydantic_problems
     from lf_tuner.config.fit import Fit, check_fit
     from lf_tuner.config.overrides import apply_overrides, parse_override
     from lf_tuner.config.presets import (
-        METHODS,
         Preset,
         builtin_names,
         builtin_text,
@@ -23,17 +24,23 @@ if TYPE_CHECKING:
         parse_preset,
     )
     from lf_tuner.config.render import (
-        DEEPSPEED_CHOICES,
         DatasetInfoUpdate,
         Rendered,
         RenderRequest,
+        check_outputs,
+        check_rendered,
         deepspeed_filename,
         deepspeed_kind,
+        dump_yaml,
         fit_config,
         merge_dataset_info,
         render_deepspeed,
+        render_template,
         render_train_config,
+        unwritten,
         with_changes,
+        with_deepspeed,
+        write_rendered,
     )
     from lf_tuner.config.schema import FieldSpec, Schema, load_schema
     from lf_tuner.config.validate import (
@@ -47,23 +54,30 @@ if TYPE_CHECKING:
         validate_with_llamafactory,
     )
 
-_MODULES: dict[str, tuple[str, ...]] = {
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "choices": ("DEEPSPEED_CHOICES", "METHODS"),
     "files": ("load_mapping", "parse_mapping", "parse_yaml", "pydantic_problems"),
     "fit": ("Fit", "check_fit"),
     "overrides": ("apply_overrides", "parse_override"),
-    "presets": ("METHODS", "Preset", "builtin_names", "builtin_text", "load_preset", "parse_preset"),
+    "presets": ("Preset", "builtin_names", "builtin_text", "load_preset", "parse_preset"),
     "render": (
-        "DEEPSPEED_CHOICES",
+        "check_outputs",
+        "check_rendered",
         "DatasetInfoUpdate",
-        "RenderRequest",
-        "Rendered",
         "deepspeed_filename",
         "deepspeed_kind",
+        "dump_yaml",
         "fit_config",
         "merge_dataset_info",
         "render_deepspeed",
+        "render_template",
         "render_train_config",
+        "Rendered",
+        "RenderRequest",
+        "unwritten",
         "with_changes",
+        "with_deepspeed",
+        "write_rendered",
     ),
     "schema": ("FieldSpec", "Schema", "load_schema"),
     "validate": (
@@ -77,7 +91,6 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "validate_with_llamafactory",
     ),
 }
-_MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "Context",
@@ -97,8 +110,11 @@ __all__ = [
     "check_config",
     "check_files",
     "check_fit",
+    "check_outputs",
+    "check_rendered",
     "deepspeed_filename",
     "deepspeed_kind",
+    "dump_yaml",
     "fit_config",
     "llamafactory_available",
     "load_mapping",
@@ -111,18 +127,17 @@ __all__ = [
     "parse_yaml",
     "pydantic_problems",
     "render_deepspeed",
+    "render_template",
     "render_train_config",
+    "unwritten",
     "validate_config",
     "validate_many_with_llamafactory",
     "validate_with_llamafactory",
     "with_changes",
+    "with_deepspeed",
+    "write_rendered",
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lf_tuner.config' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"lf_tuner.config.{module}"), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # mypy reads the imports above; a module __getattr__ would make every name pass
+    __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -18,7 +18,6 @@ from lf_tuner.resources import shipped
 
 Method = Literal["lora", "qlora", "freeze", "full"]
 Stage = Literal["pt", "sft", "rm", "dpo", "kto"]
-METHODS: tuple[str, ...] = ("lora", "qlora", "freeze", "full")
 
 GPU_CLASSES = (("small", 12.0), ("medium", 24.0))  # under 12 GiB small, under 24 medium, else large
 DATA_CLASSES = (("small", 1_000), ("medium", 10_000))  # under 1,000 samples small, under 10,000 medium

@@ -19,10 +19,10 @@ import jinja2
 import jinja2.meta
 import yaml
 
+from lf_tuner.config.choices import DEEPSPEED_CHOICES, METHODS
 from lf_tuner.config.files import parse_mapping
 from lf_tuner.config.overrides import apply_overrides
 from lf_tuner.config.presets import (
-    METHODS,
     ByData,
     ByGpu,
     ByMethod,
@@ -32,17 +32,14 @@ from lf_tuner.config.presets import (
     load_preset,
 )
 from lf_tuner.config.schema import load_schema
-from lf_tuner.config.validate import validate_config
+from lf_tuner.config.validate import check_config, check_files, validate_config
 from lf_tuner.data import read_dataset_info
 from lf_tuner.errors import LfTunerError, ProblemsError
-from lf_tuner.memory import DEEPSPEED_CHOICES as _ALL_KINDS
 from lf_tuner.memory import RENDERABLE, DeepSpeed, parse_kind
 from lf_tuner.models import ModelArch, resolve_model
 from lf_tuner.resources import shipped
 
 DEFAULT_PRESET = "default"
-# The ZeRO kinds render writes, in both spellings users type (z3_offload, z3-offload).
-DEEPSPEED_CHOICES = tuple(kind for kind in _ALL_KINDS if kind != "z0")
 
 
 @dataclass(frozen=True)
@@ -708,6 +705,84 @@ def with_changes(rendered: Rendered, changes: Mapping[str, object], why: Mapping
         raise ProblemsError(problems, "rendered config")
     method = "qlora" if cfg.get("quantization_bit") else str(cfg.get("finetuning_type", "lora"))
     return _finish(cfg, merged_why, rendered.preset, method, rendered.arch, rendered.dataset_info)
+
+
+# --------------------------------------------------------------------------- writing
+
+Say = Callable[[str], None]
+
+
+def check_outputs(paths: list[Path], force: bool) -> None:
+    """Before any work: each named output's folder exists, and the output does not unless `force`."""
+    for path in paths:
+        if not path.parent.is_dir():
+            raise LfTunerError(f"{path.parent} is not a directory; create it first (mkdir -p {path.parent})")
+        if path.exists() and not force:
+            raise LfTunerError(f"{path} exists; pass --force to overwrite it or choose another file")
+
+
+def with_deepspeed(rendered: Rendered, kind: str, folder: Path) -> tuple[Rendered, Path]:
+    """The config pointing at the DeepSpeed JSON of `kind` in `folder` (`write_rendered` writes it there)."""
+    path = (folder / deepspeed_filename(kind)).resolve()
+    return with_changes(rendered, {"deepspeed": str(path)}, {"deepspeed": f"ZeRO {kind}"}), path
+
+
+def check_rendered(rendered: Rendered, ds_kind: str | None, *, use_llamafactory: bool | None) -> list[str]:
+    """Every problem stops the render (ProblemsError); what the config points at that is not there yet comes
+    back as warnings (data can be registered after rendering)."""
+    ds = json.loads(render_deepspeed(ds_kind)) if ds_kind is not None else None
+    problems = check_config(
+        rendered.config, use_llamafactory=use_llamafactory, deepspeed=ds, arch=rendered.arch
+    )
+    if problems:
+        raise ProblemsError(problems, "rendered config")
+    if rendered.dataset_info is not None:
+        return []
+    return [str(problem) for problem in check_files(rendered.config)]
+
+
+def unwritten(rendered: Rendered, ds_kind: str | None, ds_path: Path | None) -> list[str]:
+    """What `-o FILE` would also write, for a config that goes to stdout (where nothing else is written)."""
+    notes = []
+    update = rendered.dataset_info
+    if update is not None and merge_dataset_info(update) is not None:
+        entry = json.dumps(update.entry, ensure_ascii=False)
+        notes.append(
+            f"`{update.name}` is not in {update.path} yet; render with -o FILE to add it, "
+            f'or add it yourself: "{update.name}": {entry}'
+        )
+    if ds_kind is not None and ds_path is not None and not ds_path.is_file():
+        notes.append(f"{ds_path} ({ds_kind}); render with -o FILE to write it beside the config")
+    return notes
+
+
+def write_rendered(
+    rendered: Rendered, output: Path, ds_kind: str | None, ds_path: Path | None, *, say: Say
+) -> None:
+    """Write the config to `output` and what it needs beside it; everything is checked before anything is
+    written, and nothing but `output` (with --force) is ever replaced."""
+    update = rendered.dataset_info
+    info_text = merge_dataset_info(update) if update is not None else None
+    if info_text is not None and update is not None and not update.path.parent.is_dir():
+        raise LfTunerError(
+            f"dataset: {update.path.parent} is not a directory; create it first or pass another --dataset-dir"
+        )
+    ds_text = render_deepspeed(ds_kind) if ds_kind is not None else None
+    if ds_text is not None and ds_path is not None and ds_path.exists():
+        if ds_path.read_text(encoding="utf-8") != ds_text:
+            raise LfTunerError(
+                f"{ds_path} exists with other content; lf-tuner will not replace it: move it away, "
+                "or render with -o into another folder"
+            )
+        ds_text = None  # already there as is
+    if ds_text is not None and ds_path is not None:
+        ds_path.write_text(ds_text, encoding="utf-8")
+        say(f"wrote {ds_path}")
+    if info_text is not None and update is not None:
+        update.path.write_text(info_text, encoding="utf-8")
+        say(f"registered `{update.name}` in {update.path}")
+    output.write_text(rendered.yaml, encoding="utf-8")
+    say(f"wrote {output}")
 
 
 # --------------------------------------------------------------------------- --fit

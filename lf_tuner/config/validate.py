@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from lf_tuner.config.schema import FieldSpec, Schema, load_schema
-from lf_tuner.data import read_dataset_info
 from lf_tuner.errors import LfTunerError, Problem, did_you_mean
 from lf_tuner.memory import DeepSpeed, load_deepspeed
 from lf_tuner.models import ModelArch
@@ -545,6 +544,8 @@ def check_files(cfg: Mapping[str, Any], *, base_dir: Path | None = None) -> list
                 f"{info_path} does not exist; register your data there (see `lf-tuner render`)",
             )
         ]
+    from lf_tuner.data import read_dataset_info  # data loads the chat templates: only when there is data
+
     try:
         info = read_dataset_info(directory)
     except LfTunerError as exc:

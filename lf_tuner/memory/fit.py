@@ -8,7 +8,7 @@ from typing import Any
 from lf_tuner.errors import LfTunerError
 from lf_tuner.memory.layout import DeepSpeed
 from lf_tuner.memory.model import GIB, LIGER_MODEL_TYPES, Estimate, estimate
-from lf_tuner.memory.setup import TrainSetup, setup_from_config
+from lf_tuner.memory.setup import TrainSetup, model_notes, setup_from_config
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,42 @@ def report_fit(est: Estimate, budgets: list[Budget]) -> FitReport:
     return FitReport(checks, changes, lines)
 
 
+@dataclass(frozen=True)
+class EstimateReport:
+    """`estimate`'s answer: the estimate, its verdict against the budgets (None without any), and, when asked,
+    the largest cutoff_len that fits the tightest budget (None when none does: `max_cutoff_problem` says why)."""
+
+    estimate: Estimate
+    fit: FitReport | None
+    max_cutoff_asked: bool = False
+    max_cutoff: int | None = None
+    max_cutoff_problem: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """`estimate --json`: the estimate's figures with what it assumed about the model, then the verdict."""
+        out = self.estimate.as_dict()
+        out["notes"] = [*model_notes(self.estimate.setup), *out["notes"]]
+        if self.max_cutoff_asked:
+            out["max_cutoff"] = self.max_cutoff
+            if self.max_cutoff_problem is not None:
+                out["max_cutoff_problem"] = self.max_cutoff_problem
+        if self.fit is not None:
+            out.update(self.fit.as_dict())
+        return out
+
+
+def report_estimate(est: Estimate, budgets: list[Budget], *, want_max_cutoff: bool = False) -> EstimateReport:
+    """The estimate checked against `budgets` (none: no verdict), and the largest cutoff_len that fits the
+    tightest of them when `want_max_cutoff` (which needs a budget)."""
+    fit = report_fit(est, budgets) if budgets else None
+    if not want_max_cutoff:
+        return EstimateReport(est, fit)
+    tightest = min(budgets, key=lambda g: g.budget_bytes)
+    cut = max_cutoff(est.setup, tightest.budget_bytes) or None
+    problem = None if cut else no_cutoff_fits(est.setup, tightest)
+    return EstimateReport(est, fit, True, cut, problem)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # What to change when it does not fit
 
@@ -113,6 +149,20 @@ def max_cutoff(setup: TrainSetup, gpu_bytes: int, multiple: int = 128) -> int:
         else:
             hi = mid - 1
     return lo * multiple
+
+
+def no_cutoff_fits(setup: TrainSetup, gpu: Budget, multiple: int = 128) -> str:
+    """Why no cutoff_len fits `gpu`, and what would make the smallest one fit."""
+    small = replace(setup, cutoff_len=multiple)
+    need = estimate(small).total_gib
+    changes = fit_changes(small, gpu.budget_bytes)
+    fix = (
+        f"with `{changes[0].description}` it would need {changes[0].total_gib:.2f} GiB "
+        f"({', '.join(f'{k}: {v}' for k, v in changes[0].overrides.items())})"
+        if changes
+        else "use a smaller model, or more GPUs with --deepspeed z3"
+    )
+    return f"no cutoff_len fits {gpu.name}: even cutoff_len {multiple} needs {need:.2f} GiB; {fix}"
 
 
 def _candidates(setup: TrainSetup, gpu_bytes: int) -> list[tuple[str, dict[str, Any], TrainSetup]]:

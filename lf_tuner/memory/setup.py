@@ -16,7 +16,7 @@ from typing import Any
 from lf_tuner.errors import LfTunerError, did_you_mean
 from lf_tuner.memory.layout import DeepSpeed, Fsdp, fsdp_from_training_args, load_deepspeed
 from lf_tuner.memory.optimizers import CUSTOM_OPTIMIZERS, DEFAULT_OPTIM, OPTIMIZERS
-from lf_tuner.memory.vision import VisionSetup, vision_setup_from_config
+from lf_tuner.memory.vision import VisionSetup, patches_per_sample, vision_setup_from_config
 from lf_tuner.models import ModelArch, resolve_config
 
 METHODS = ("lora", "qlora", "oft", "freeze", "full")
@@ -418,6 +418,23 @@ def _notes(cfg: Mapping[str, Any], custom: str | None, optim: str) -> tuple[str,
     if cfg.get("fp8"):
         notes.append("fp8: FP8 matmuls (torchao) are not modelled; estimated as bf16 training")
     return tuple(notes)
+
+
+def model_notes(setup: TrainSetup) -> list[str]:
+    """What the estimate assumed about the model: how its architecture was derived, quantization, media."""
+    arch = setup.arch
+    lines = [f"model: {note}" for note in arch.notes]
+    if arch.quantization is not None:
+        lines.append(f"model: {arch.quantization.label} checkpoint (quantization_config)")
+    if arch.vision is not None:
+        vs = setup.vision
+        videos = f" and {vs.videos} video(s) of {vs.video_maxlen} frames of {vs.video_max_pixels:,} px"
+        media = f"{vs.images} image(s) of at most {vs.image_max_pixels:,} px" + (videos if vs.videos else "")
+        lines.append(
+            f"vision: {arch.vision_params / 1e9:.2f}B tower + {arch.projector_params / 1e6:.0f}M projector; "
+            f"{media} per sample ({patches_per_sample(arch, vs)} patches; --images/--videos to change)"
+        )
+    return lines
 
 
 def setup_from_config(

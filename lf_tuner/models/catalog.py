@@ -16,7 +16,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 
@@ -47,7 +47,9 @@ class CatalogConfig:
 
 
 def _load(name: str) -> Any:
-    return json.loads(resources.files("lf_tuner.models").joinpath(name).read_text(encoding="utf-8"))
+    # beside this module in a checkout and in the wheel (importlib.resources would cost `estimate` its tempfile,
+    # shutil, bz2 and lzma imports)
+    return json.loads((Path(__file__).parent / name).read_text(encoding="utf-8"))
 
 
 @cache

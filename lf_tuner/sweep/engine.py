@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ from lf_tuner.sweep.space import (
     check_sampler_available,
     make_pruner,
     make_sampler,
+    preview,
     resolve,
     study_directions,
 )
@@ -35,11 +36,18 @@ from lf_tuner.sweep.spec import SpecError, StageSpec, SweepSpec
 from lf_tuner.sweep.storage import (
     STUDY_NAME,
     DirLock,
+    Pointer,
+    check_before_start,
+    check_pointer,
     is_url,
+    mask,
     open_storage,
+    prepare_dir,
     refuse_foreign,
+    write_pointer,
 )
 from lf_tuner.sweep.trial import (
+    LAUNCHERS,
     Executor,
     Launcher,
     Outcome,
@@ -51,7 +59,7 @@ from lf_tuner.sweep.trial import (
     trial_dir_name,
     write_trial_config,
 )
-from lf_tuner.train.watch import kill_group, process_start
+from lf_tuner.train import kill_group, process_start
 
 if TYPE_CHECKING:
     import optuna
@@ -85,6 +93,18 @@ class Summary:
     best_params: dict[str, Any] = field(default_factory=dict)
     pareto: int = 0  # multi-objective: trials on the Pareto front
 
+    def as_json(self) -> dict[str, Any]:
+        """`sweep --json`'s counts and best trial."""
+        best = None
+        if self.best_number is not None:
+            best = {
+                "number": self.best_number,
+                "stage": self.best_stage,
+                "params": self.best_params,
+                "value": self.best_value,
+            }
+        return {"counts": self.counts, "best": best}
+
 
 def load_base_config(spec: SweepSpec, spec_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     """The training config every trial starts from: the base file or the rendered preset, plus overrides."""
@@ -100,7 +120,7 @@ def load_base_config(spec: SweepSpec, spec_dir: Path, sweep_dir: Path) -> dict[s
             return apply_overrides(cfg, spec.overrides)
         return dict(cfg)
     from lf_tuner.config import RenderRequest, render_train_config
-    from lf_tuner.train.gpus import smallest_gpu_gib
+    from lf_tuner.train import smallest_gpu_gib
 
     assert spec.render is not None and spec.preset is not None
     request = RenderRequest(
@@ -116,7 +136,7 @@ def load_base_config(spec: SweepSpec, spec_dir: Path, sweep_dir: Path) -> dict[s
 def check_trial_configs(spec: SweepSpec, base: dict[str, Any], points: list[dict[str, Any]]) -> None:
     """Every swept key of the trials the sweep can already see (grid points, range ends, tied values) against
     LLaMA-Factory's schema, on top of the base: refused before any trial starts."""
-    from lf_tuner.config.validate import validate_config
+    from lf_tuner.config import validate_config
 
     swept = set(spec.parameters) | (set(spec.budget.model_dump(exclude_none=True)) if spec.budget else set())
     problems: dict[str, Problem] = {}  # the first trial that shows each key's problem
@@ -694,6 +714,53 @@ def summarize(studies: dict[str, optuna.Study], spec: SweepSpec) -> Summary:
         summary.best_number, summary.best_value = trial.number, trial.values[0]
         summary.best_params = dict(trial.user_attrs.get("params", trial.params))
     return summary
+
+
+def open_sweep(
+    spec: SweepSpec,
+    spec_path: Path,
+    sweep_dir: Path,
+    launcher: str,
+    *,
+    storage_url: str | None = None,
+    study_name: str = STUDY_NAME,
+    worker: bool = False,
+    imports: Sequence[Path] = (),
+    poll_s: float = 1.0,
+    emit: Emit | None = None,
+) -> Sweep:
+    """A sweep ready to run: the base config, the trials it can already see and the imported runs checked, the
+    folder's storage and pointer checked, and only then the folder set up (a refused folder gets nothing)."""
+    from lf_tuner.sweep.importing import read_rows
+
+    say: Emit = emit or (lambda _msg: None)
+    base = load_base_config(spec, spec_path.parent, sweep_dir.absolute())
+    check_trial_configs(spec, base, preview(spec))
+    imported = []
+    for path in imports:
+        rows, notes = read_rows(path, spec)
+        for note in notes:
+            say(f"{path}: {note}")
+        imported.append((str(path), rows))
+    stages = spec.stage_list()
+    pointer = Pointer(study_name, mask(storage_url) if storage_url else None, tuple(s.name for s in stages))
+    check_pointer(sweep_dir, pointer)  # nothing is written into a folder that is refused
+    check_before_start(sweep_dir, storage_url, stage_study_name(study_name, stages[0].name))
+    prepare_dir(sweep_dir)
+    write_pointer(sweep_dir, pointer)
+    save_copies(spec_path, sweep_dir, base)
+    return Sweep(
+        spec,
+        sweep_dir.absolute(),
+        base,
+        LAUNCHERS[launcher],
+        storage_url=storage_url,
+        study_name=study_name,
+        worker=worker,
+        poll_s=poll_s,
+        emit=say,
+        imports=imported,
+    )
 
 
 def save_copies(spec_path: Path, sweep_dir: Path, base: dict[str, Any]) -> None:

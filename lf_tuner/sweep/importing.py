@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from lf_tuner.errors import LfTunerError
 from lf_tuner.sweep.spec import SweepSpec
-from lf_tuner.train.records import RECORD_NAME
+from lf_tuner.train import RECORD_NAME, read_json
 
 if TYPE_CHECKING:
     import optuna
@@ -120,8 +120,8 @@ def _from_sweep_dir(path: Path, spec: SweepSpec) -> list[ImportedRow]:
 
 
 def _from_run_records(path: Path, spec: SweepSpec) -> list[ImportedRow]:
-    from lf_tuner.config.files import load_mapping
-    from lf_tuner.sweep.trial import read_json, read_metric
+    from lf_tuner.config import load_mapping
+    from lf_tuner.sweep.trial import read_metric
 
     rows = []
     for record_path in sorted(path.rglob(RECORD_NAME)):

@@ -619,7 +619,7 @@ def write_plots(results: SweepResults, sweep_dir: Path, out_dir: Path) -> list[P
 def best_config(results: SweepResults, sweep_dir: Path, file_name: str = "best.yaml") -> str:
     """The best trial's configuration as a training YAML: the sweep's base (without the sweep's budget caps)
     with the trial's parameters, and an output_dir of its own."""
-    from lf_tuner.config.render import dump_yaml
+    from lf_tuner.config import dump_yaml
     from lf_tuner.sweep.engine import BASE_COPY
 
     best = results.best if not results.multi else (results.pareto[0] if results.pareto else None)

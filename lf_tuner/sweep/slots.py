@@ -9,7 +9,7 @@ def gpu_slots(gpus: str | None, per_trial: int) -> list[str]:
     """The device sets trials run on: `cpu`, or consecutive groups of per_trial GPU indices."""
     if gpus is not None and gpus.strip().lower() == "cpu":
         return ["cpu"]
-    from lf_tuner.train.gpus import detect_gpus
+    from lf_tuner.train import detect_gpus
 
     ids = [str(g.index) for g in detect_gpus(gpus)]
     if not ids:

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 from pathlib import Path
 
-import jinja2
-
 from lf_tuner.errors import LfTunerError
-from lf_tuner.resources import shipped
 from lf_tuner.sweep.storage import JOURNAL_FILE, is_url, mask
-
-_JOB_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 def render_array_script(
@@ -30,8 +24,10 @@ def render_array_script(
     """The script text; paths are made absolute (every task must see them on a shared filesystem)."""
     if tasks < 1:
         raise LfTunerError(f"--slurm-tasks: must be at least 1, got {tasks}")
-    if not _JOB_NAME.match(job_name):
-        raise LfTunerError(f"job name `{job_name}` may only hold letters, digits, '.', '_' and '-'")
+    from lf_tuner.config import render_template
+    from lf_tuner.train import check_job_name
+
+    check_job_name(job_name)
     sweep_dir = sweep_dir.absolute()
     url = storage or str(sweep_dir / JOURNAL_FILE)
     if is_url(url) and url.startswith("sqlite"):
@@ -40,19 +36,18 @@ def render_array_script(
             "use postgresql://..., mysql://... or the journal file on a shared filesystem"
         )
     shown = mask(url)
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-    template = env.from_string(shipped("templates").joinpath("slurm_sweep.sh.j2").read_text("utf-8"))
-    return template.render(
-        tasks=tasks,
-        gpus=gpus_per_task,
-        study=shlex.quote(study),
-        storage=shlex.quote(url),
-        storage_shown=shown,
-        needs_env=shown != url,
-        dashboard=shown,
-        job_name=job_name,
-        cli=shlex.quote(cli),
-        spec=shlex.quote(str(spec_path.absolute())),
-        sweep_dir=shlex.quote(str(sweep_dir)),
-        launcher=launcher,
-    )
+    context = {
+        "tasks": tasks,
+        "gpus": gpus_per_task,
+        "study": shlex.quote(study),
+        "storage": shlex.quote(url),
+        "storage_shown": shown,
+        "needs_env": shown != url,
+        "dashboard": shown,
+        "job_name": job_name,
+        "cli": shlex.quote(cli),
+        "spec": shlex.quote(str(spec_path.absolute())),
+        "sweep_dir": shlex.quote(str(sweep_dir)),
+        "launcher": launcher,
+    }
+    return render_template("slurm_sweep.sh.j2", context)

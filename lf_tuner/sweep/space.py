@@ -206,6 +206,19 @@ def preview(spec: SweepSpec, count: int | None = None) -> list[dict[str, Any]]:
     return [space.with_tied(study.ask(dists).params) for _ in range(n)]
 
 
+def preview_heading(spec: SweepSpec, shown: int) -> str:
+    """The line above `sweep --dry-run`'s table: the first stage's method and how many of its trials it lists."""
+    stage = spec.stage_list()[0]
+    method = spec.stage_method(stage)
+    space = first_space(spec)
+    if space is None:
+        return f"{method}: the first stage is set around the best of imported runs; nothing to list before it starts"
+    total = space.grid_size() if method == "grid" else stage.max_trials
+    what = "grid points" if method == "grid" else f"trials, the first sampled (seed {spec.seed})"
+    prefix = "" if not spec.stages else f"stage {stage.name}: "
+    return f"{prefix}{method}: {shown} of {total} {what}"
+
+
 def format_trials(params: list[dict[str, Any]]) -> str:
     """A plain aligned table: one row per trial, one column per parameter."""
     names = list(params[0]) if params else []

@@ -390,7 +390,7 @@ def _schema_values(p: ParamSpec) -> list[Any]:
 
 def check_llamafactory_keys(parameters: dict[str, ParamSpec], prefix: str = "parameters.") -> list[Problem]:
     """Each swept name is a LLaMA-Factory key and each value it can take has that key's type and range."""
-    from lf_tuner.config.validate import validate_config
+    from lf_tuner.config import validate_config
 
     problems: list[Problem] = []
     for name, p in parameters.items():

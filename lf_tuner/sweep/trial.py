@@ -4,7 +4,6 @@ intermediate values it logs, and the result it leaves behind."""
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import shlex
@@ -20,13 +19,21 @@ import yaml
 from lf_tuner.errors import LfTunerError
 from lf_tuner.sweep.spec import INTERMEDIATE_GOALS, MetricSpec, SweepSpec
 from lf_tuner.sweep.storage import TRIAL_MARK
-from lf_tuner.train.command import Command
-from lf_tuner.train.records import RECORD_NAME
-from lf_tuner.train.watch import TRAINER_LOG, TRAINER_STATE, Divergence, TrainerLog, run_child
+from lf_tuner.train import (
+    RECORD_NAME,
+    TRAINER_LOG,
+    TRAINER_STATE,
+    Command,
+    Divergence,
+    TrainerLog,
+    read_json,
+    run_child,
+)
+from lf_tuner.train import STATUSES as RUN_STATUSES
 
 CONFIG_FILE = "train.yaml"
 LOG_FILE = "launch.log"
-STATUSES = ("completed", "failed", "oom", "diverged", "interrupted", "pruned")
+STATUSES = (*RUN_STATUSES, "pruned")  # a trial ends as its run does, or pruned
 
 
 @dataclass(frozen=True)
@@ -232,13 +239,6 @@ class TrialWatch:
 
 
 # --- reading what a run leaves behind ---
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def log_rows(output_dir: Path) -> list[dict[str, Any]]:

@@ -228,10 +228,27 @@ class ProcessGroupPeak:
         return max(self.peaks.values()) if self.peaks else None
 
 
+def fit_target(gpu_memory_gib: float | None, count: int | None) -> tuple[int, int]:
+    """(bytes per GPU, GPU count) to fit a config to (`render --fit`): `--gpu-memory` and `--gpus`, else the
+    detected GPUs (the smallest one's total memory)."""
+    found = detect_gpus()
+    if gpu_memory_gib is None and not found:
+        raise BadValue("no GPU found; pass --gpu-memory GIB (per GPU)", param="--fit")
+    per_gpu = int(gpu_memory_gib * 2**30) if gpu_memory_gib is not None else min(g.total_bytes for g in found)
+    return per_gpu, count or max(1, len(found))
+
+
 def smallest_gpu_gib() -> float | None:
     """The total memory of the smallest visible GPU in GiB; None without NVML or GPUs."""
     gpus = detect_gpus()
     return min(g.total_bytes for g in gpus) / 2**30 if gpus else None
+
+
+def budgets(gpu_memory_gib: float | None = None) -> list[Budget]:
+    """What to check a run against: `gpu_memory_gib` (`--gpu-memory`), else every detected GPU's free memory."""
+    if gpu_memory_gib is not None:
+        return [Budget(f"{gpu_memory_gib:g} GiB GPU", int(gpu_memory_gib * 2**30))]
+    return gpu_budgets(detect_gpus())
 
 
 def gpu_budgets(gpus: Sequence[GpuInfo]) -> list[Budget]:

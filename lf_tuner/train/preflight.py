@@ -25,6 +25,7 @@ from lf_tuner.train.command import (
     write_config,
 )
 from lf_tuner.train.gpus import gpu_summary
+from lf_tuner.train.watch import LOG_NAME
 
 if TYPE_CHECKING:
     from lf_tuner.memory import Fsdp
@@ -226,6 +227,15 @@ class Plan:
     estimate: dict[str, Any] | None
     nnodes: int = 1
     node_rank: int = 0
+
+    @property
+    def log_path(self) -> Path:
+        """The child's output, beside the run's results."""
+        return self.output_dir / LOG_NAME
+
+    @property
+    def record_path(self) -> Path:
+        return records.record_path(self.output_dir, self.node_rank)
 
     def write_config(self, cfg: Mapping[str, Any]) -> None:
         """Write `cfg` where the plan keeps it, and where the child reads it."""

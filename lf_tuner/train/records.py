@@ -15,17 +15,16 @@ from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lf_tuner.config import pydantic_problems
 from lf_tuner.errors import LfTunerError, ProblemsError
+from lf_tuner.train import Status
 
 RECORD_NAME = "lf-tuner-run.json"
 CONFIG_NAME = "lf-tuner-config.yaml"
-Status = Literal["completed", "failed", "oom", "interrupted", "diverged"]
-STATUSES: tuple[str, ...] = ("completed", "failed", "oom", "interrupted", "diverged")
 SCHEMA_VERSION = 1
 
 
@@ -149,7 +148,9 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A JSON file a run leaves behind (trainer_state.json, all_results.json, a record), or None when it is
+    missing or half-written."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -160,7 +161,7 @@ def collect_metrics(
     output_dir: Path, trainer_log: list[dict[str, Any]], *, on_gpu: bool, nvml_peak_bytes: int | None = None
 ) -> dict[str, Any]:
     """Final losses, steps, throughput and measured peak memory from the files a run leaves behind."""
-    state = _json(output_dir / "trainer_state.json")
+    state = read_json(output_dir / "trainer_state.json")
     history: list[dict[str, Any]] = []
     if isinstance(state, dict) and isinstance(state.get("log_history"), list):
         history = [e for e in state["log_history"] if isinstance(e, dict)]
@@ -169,7 +170,7 @@ def collect_metrics(
             output_dir.glob("checkpoint-*/trainer_state.json"),
             key=lambda p: int(p.parent.name.split("-")[-1]) if p.parent.name.split("-")[-1].isdigit() else -1,
         )
-        if checkpoints and isinstance(ck := _json(checkpoints[-1]), dict):
+        if checkpoints and isinstance(ck := read_json(checkpoints[-1]), dict):
             history = [e for e in ck.get("log_history", []) if isinstance(e, dict)]
 
     def last(entries: list[dict[str, Any]], key: str) -> float | None:
@@ -185,7 +186,7 @@ def collect_metrics(
     if final_eval is None:
         final_eval = last(trainer_log, "eval_loss")
     mean_train = last(history, "train_loss")
-    if mean_train is None and isinstance(results := _json(output_dir / "train_results.json"), dict):
+    if mean_train is None and isinstance(results := read_json(output_dir / "train_results.json"), dict):
         mean_train = _number(results.get("train_loss"))
 
     throughput = last(trainer_log, "throughput")

@@ -7,10 +7,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
+from lf_tuner.train import Status
 from lf_tuner.train.command import Command
 from lf_tuner.train.gpus import gpu_summary
 from lf_tuner.train.preflight import Plan
-from lf_tuner.train.records import GpuRecord, Retry, RunRecord, Status, collect_metrics, config_hash, now_iso
+from lf_tuner.train.records import (
+    GpuRecord,
+    IndexUnavailable,
+    Retry,
+    RunRecord,
+    collect_metrics,
+    config_hash,
+    now_iso,
+    save_record,
+)
 from lf_tuner.train.watch import TRAINER_LOG, ChildResult, Progress, StopSignals, run_child, signal_name
 
 
@@ -162,3 +172,54 @@ def build_record(
         log_path=str(log_path.absolute()),
         **metrics,
     )
+
+
+@dataclass
+class Finished:
+    """A run that ended and was recorded: its record, its last attempt, and why it is not in the runs index
+    (None when it is; the record in output_dir is kept either way)."""
+
+    record: RunRecord
+    last: Attempt
+    index_problem: str | None
+
+
+def run_plan(
+    plan: Plan,
+    *,
+    retry_oom: int = 0,
+    stop_on_nan: bool = True,
+    overwrite: bool = False,
+    on_progress: Progress | None = None,
+    on_retry: Callable[[int, str], None] | None = None,
+    echo: IO[str] | None = None,
+) -> Finished:
+    """Start the planned child (with OOM retries), watch it and record it in output_dir and the runs index.
+
+    From the start of the child to the record written, SIGINT, SIGTERM, SIGHUP and SIGQUIT stop the training
+    tree and the run is recorded as interrupted (`watch.StopSignals`).
+    """
+    if overwrite:
+        plan.record_path.unlink(missing_ok=True)
+    started = now_iso()
+    index_problem: str | None = None
+    with StopSignals() as signals:
+        attempts, changes = run_with_retries(
+            plan.cfg,
+            plan.command,
+            write_config=plan.write_config,
+            output_dir=plan.output_dir,
+            log_path=plan.log_path,
+            retry_oom=retry_oom,
+            stop_on_nan=stop_on_nan,
+            on_progress=on_progress,
+            on_retry=on_retry,
+            echo=echo,
+            signals=signals,
+        )
+        record = build_record(plan, attempts, changes, log_path=plan.log_path, started_at=started)
+        try:
+            save_record(record, plan.record_path)
+        except IndexUnavailable as exc:
+            index_problem = exc.message
+    return Finished(record, attempts[-1], index_problem)

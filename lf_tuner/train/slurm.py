@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 import shlex
 
-import jinja2
-
 from lf_tuner.errors import LfTunerError
-from lf_tuner.resources import shipped
 
 _JOB_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def check_job_name(job_name: str) -> None:
+    """Slurm's --job-name as lf-tuner writes it unquoted into a script."""
+    if not _JOB_NAME.match(job_name):
+        raise LfTunerError(f"job_name: `{job_name}` may only hold letters, digits, '.', '_' and '-'")
 
 
 def render_slurm_script(
@@ -33,20 +36,20 @@ def render_slurm_script(
         raise LfTunerError(f"gpus_per_node: must be at least 1, got {gpus_per_node}")
     if not 1 <= master_port <= 65535:
         raise LfTunerError(f"master_port: must be in 1..65535, got {master_port}")
-    if not _JOB_NAME.match(job_name):
-        raise LfTunerError(f"job_name: `{job_name}` may only hold letters, digits, '.', '_' and '-'")
+    check_job_name(job_name)
     if re.search(r"\s", config_path):
         raise LfTunerError(
             f"config_path: {config_path!r} contains whitespace, which LLaMA-Factory's torchrun relaunch splits "
             "apart; move the config to a path without spaces"
         )
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-    template = env.from_string(shipped("templates").joinpath("slurm.sh.j2").read_text("utf-8"))
-    return template.render(
-        config_path=shlex.quote(config_path),
-        cli=shlex.quote(cli),
-        nnodes=nnodes,
-        gpus_per_node=gpus_per_node,
-        master_port=master_port,
-        job_name=job_name,
-    )
+    from lf_tuner.config import render_template
+
+    context = {
+        "config_path": shlex.quote(config_path),
+        "cli": shlex.quote(cli),
+        "nnodes": nnodes,
+        "gpus_per_node": gpus_per_node,
+        "master_port": master_port,
+        "job_name": job_name,
+    }
+    return render_template("slurm.sh.j2", context)
