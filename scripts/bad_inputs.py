@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import pytest  # noqa: E402
 
+from tests.procs import signal_stub_run  # noqa: E402
 from tests.test_bad_inputs import AS_ROOT, CASES, Case, Verdict, build_project, run_case  # noqa: E402
 
 
@@ -92,17 +93,6 @@ def battery(verbose: bool) -> int:
     return sum(counts.values())
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-    except (OSError, IndexError):
-        return True
-
-
 def signals() -> int:
     """`lf-tuner run` under TERM, INT, HUP and QUIT: processes left, record written."""
     print("\nlf-tuner run under signals (tree: stand-in + grandchild in its group + one that called setsid)")
@@ -118,34 +108,19 @@ def signals() -> int:
                 "PYTHONPATH": str(ROOT),
                 "LF_TUNER_HOME": str(root / "home"),
                 "LF_STUB_CALLS": str(root / "calls.jsonl"),
-                "LF_STUB_MODE": "sleep",
-                "LF_STUB_SETSID": "1",
             }
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "lf_tuner", "run", "train.yaml"],
-                cwd=root,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            pids_file = root / "out" / "stub.pids"
-            deadline = time.monotonic() + 120
-            while not pids_file.exists() and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            pids = [int(p) for p in pids_file.read_text().split()] if pids_file.exists() else []
-            proc.send_signal(sig)
-            proc.communicate(timeout=120)
-            left = [p for p in pids if not _gone(p)]
-            for pid in left:  # leave the machine clean whatever the verdict
-                os.kill(pid, signal.SIGKILL)
-            record_path = root / "out" / "lf-tuner-run.json"
-            record = json.loads(record_path.read_text()) if record_path.exists() else {}
+            run = signal_stub_run(root, env, sig)
+            record = run.record
             status = record.get("status", "(none)")
-            ok = status == "interrupted" and not left and len(pids) == 3 and proc.returncode == 128 + sig
+            ok = (
+                status == "interrupted"
+                and not run.left
+                and len(run.pids) == 3
+                and run.returncode == 128 + sig
+            )
             failures += not ok
             reason = str(record.get("reason", ""))
-            print(f"  {sig.name:<8}{proc.returncode:>6}  {status:<14}{reason:<32}{len(left):>15}")
+            print(f"  {sig.name:<8}{run.returncode:>6}  {status:<14}{reason:<32}{len(run.left):>15}")
     return failures
 
 

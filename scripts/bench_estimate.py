@@ -35,6 +35,11 @@ def per_1k_rule_gb(cfg: dict[str, Any], params_b: float) -> float:
     return readme_rule_gb(cfg, params_b) + 2.5 * tokens / 1000
 
 
+def summary(errors: list[float]) -> tuple[float, float, int]:
+    """(mean |error|, the largest error with its sign, under-estimates beyond 3%), errors in percent."""
+    return sum(abs(e) for e in errors) / len(errors), max(errors, key=abs), sum(1 for e in errors if e < -3)
+
+
 def main() -> None:
     args = [Path(a) for a in sys.argv[1:]] or calibration_files(ROOT)
     data = read_calibration(args)
@@ -51,17 +56,13 @@ def main() -> None:
             f"{row.error_pct:+7.1f}%  {row.phase}"
         )
     if errors:
-        mean = sum(abs(e) for e in errors) / len(errors)
-        worst = max(errors, key=abs)
-        under = sum(1 for e in errors if e < -3)
+        mean, worst, under = summary(errors)
         print(
             f"\nrows {len(errors)}  mean |error| {mean:.2f}%  max |error| {abs(worst):.2f}% ({worst:+.1f}%)  "
             f"under-estimates beyond 3%: {under}"
         )
         for name, errs in baselines.items():
-            mean_b = sum(abs(e) for e in errs) / len(errs)
-            worst_b = max(errs, key=abs)
-            under_b = sum(1 for e in errs if e < -3)
+            mean_b, worst_b, under_b = summary(errs)
             print(
                 f"baseline {name:17s} mean |error| {mean_b:.1f}%  max |error| {abs(worst_b):.0f}% ({worst_b:+.0f}%)  "
                 f"under-estimates beyond 3%: {under_b}"

@@ -41,4 +41,12 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture
+def fake_lf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The llamafactory-cli stand-in first on PATH (curve mode), in the test's folder; the file logging its starts."""
+    from tests.sweep_helpers import install_stub
+
+    return install_stub(tmp_path, monkeypatch)
+
+
 requires_llamafactory = pytest.mark.skipif(not HAS_LLAMAFACTORY, reason="llamafactory is not installed")

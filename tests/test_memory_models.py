@@ -16,17 +16,12 @@ from lf_tuner.errors import LfTunerError
 from lf_tuner.memory import VisionSetup, estimate, patches_per_sample, setup_from_config, trainable_params
 from lf_tuner.models import arch_from_config, resolve_model
 from tests.conftest import requires_llamafactory
+from tests.tiny import SMALL_TEXT, SMALL_VISION
 
-TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "vocab_size": 152064}  # fmt: skip
 VISION = {
-    "qwen2_vl": {"depth": 2, "embed_dim": 32, "num_heads": 2, "hidden_size": 64},
-    "qwen2_5_vl": {"depth": 2, "hidden_size": 32, "intermediate_size": 48, "num_heads": 2, "out_hidden_size": 64},
-    "qwen3_vl": {"depth": 3, "hidden_size": 32, "intermediate_size": 48, "num_heads": 2, "out_hidden_size": 64,
-                 "deepstack_visual_indexes": [1]},
-    "gemma3": {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2,
-               "image_size": 56, "patch_size": 14, "vision_use_head": False},
-}  # fmt: skip
+    **{kind: SMALL_VISION[kind] for kind in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")},
+    "gemma3": {**SMALL_VISION["siglip"], "vision_use_head": False},
+}
 RUNS: list[tuple[str, dict[str, Any]]] = [
     ("full", {}),
     ("full", {"freeze_vision_tower": False}),
@@ -41,7 +36,7 @@ RUNS: list[tuple[str, dict[str, Any]]] = [
 
 
 def _config(model_type: str) -> dict[str, Any]:
-    return {"model_type": model_type, "text_config": dict(TEXT), "vision_config": VISION[model_type]}
+    return {"model_type": model_type, "text_config": dict(SMALL_TEXT), "vision_config": VISION[model_type]}
 
 
 def _llamafactory_trainable(raw: dict[str, Any], method: str, args: dict[str, Any]) -> int:

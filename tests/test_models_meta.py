@@ -21,25 +21,10 @@ from lf_tuner.models import FAMILIES, ModelArch, resolve_model
 from lf_tuner.models.catalog import entries
 from lf_tuner.models.config import _fast_path, text_config
 from lf_tuner.models.meta import _arch, arch_from_transformers, cache_path, derive
+from tests.tiny import SMALL_TEXT, SMALL_VISION
 
 pytest.importorskip("transformers")
 
-_SMALL = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 152064,
-}  # fmt: skip (above every default pad_token_id)
-_VISION = {
-    "qwen2_vl": {"depth": 2, "embed_dim": 32, "num_heads": 2, "hidden_size": 64},
-    "qwen2_5_vl": {"depth": 2, "hidden_size": 32, "intermediate_size": 48, "num_heads": 2, "out_hidden_size": 64},
-    "qwen3_vl": {"depth": 3, "hidden_size": 32, "intermediate_size": 48, "num_heads": 2, "out_hidden_size": 64,
-                 "deepstack_visual_indexes": [1]},
-    "siglip": {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2,
-               "image_size": 56, "patch_size": 14},
-}  # fmt: skip
 _MOE = {"num_experts": 4, "num_local_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
         "shared_expert_intermediate_size": 48}  # fmt: skip
 
@@ -47,10 +32,10 @@ _MOE = {"num_experts": 4, "num_local_experts": 4, "num_experts_per_tok": 2, "moe
 def _minimal(model_type: str) -> dict[str, Any]:
     """The smallest config of a family: every optional key left to the family's default."""
     family = FAMILIES[model_type]
-    text = dict(_SMALL, **(_MOE if family.moe else {}))
+    text = dict(SMALL_TEXT, **(_MOE if family.moe else {}))
     if not family.vision:
         return {"model_type": model_type, **text}
-    return {"model_type": model_type, "text_config": text, "vision_config": _VISION[family.vision]}
+    return {"model_type": model_type, "text_config": text, "vision_config": SMALL_VISION[family.vision]}
 
 
 def _cases() -> list[tuple[str, dict[str, Any]]]:
@@ -65,13 +50,13 @@ def _cases() -> list[tuple[str, dict[str, Any]]]:
         if config.get("model_type") in FAMILIES:
             cases.setdefault(json.dumps(config, sort_keys=True), (item.key, config))
     variants = {
-        "llama+biases": {"model_type": "llama", **_SMALL, "attention_bias": True, "mlp_bias": True},
-        "granite+biases": {"model_type": "granite", **_SMALL, "attention_bias": True, "mlp_bias": True},
-        "qwen3_moe+dense layers": {"model_type": "qwen3_moe", **_SMALL, **_MOE, "num_hidden_layers": 4,
+        "llama+biases": {"model_type": "llama", **SMALL_TEXT, "attention_bias": True, "mlp_bias": True},
+        "granite+biases": {"model_type": "granite", **SMALL_TEXT, "attention_bias": True, "mlp_bias": True},
+        "qwen3_moe+dense layers": {"model_type": "qwen3_moe", **SMALL_TEXT, **_MOE, "num_hidden_layers": 4,
                                    "mlp_only_layers": [0], "decoder_sparse_step": 2},
-        "qwen2_moe+dense layers": {"model_type": "qwen2_moe", **_SMALL, **_MOE, "num_hidden_layers": 3,
+        "qwen2_moe+dense layers": {"model_type": "qwen2_moe", **SMALL_TEXT, **_MOE, "num_hidden_layers": 3,
                                    "mlp_only_layers": [1], "qkv_bias": False},
-        "gemma3 with a vision head": {**_minimal("gemma3"), "vision_config": {**_VISION["siglip"], "vision_use_head": True}},
+        "gemma3 with a vision head": {**_minimal("gemma3"), "vision_config": {**SMALL_VISION["siglip"], "vision_use_head": True}},
     }  # fmt: skip
     out = [(f"minimal {t}", _minimal(t)) for t in FAMILIES] + list(variants.items()) + list(cases.values())
     return out

@@ -73,15 +73,19 @@ def test_readme_cli_reference_is_current() -> None:
 
 @pytest.mark.parametrize("package", ["config", "train", "sweep"])
 def test_lazy_packages_export_their_api(package: str) -> None:
-    """Every name a lazily exporting package lists resolves, none is also a submodule's name (the submodule
-    would shadow it once imported), and importing the package loads none of its modules (render needs jinja2,
-    the records pydantic, the watch psutil...)."""
+    """`__all__` is what the package imports under TYPE_CHECKING (the one list lf_tuner.lazy reads) and what it
+    defines itself; every name resolves; none is also a submodule's name (the submodule would shadow it once
+    imported); importing the package loads none of its modules (render needs jinja2, the records pydantic...)."""
     import importlib
     import pkgutil
 
+    from lf_tuner.lazy import typing_imports
+
     pkg = importlib.import_module(f"lf_tuner.{package}")
-    exported = [name for names in pkg._EXPORTS.values() for name in names]
-    assert sorted(pkg.__all__) == sorted({*exported, *(n for n in pkg.__all__ if n in vars(pkg))})
+    imported = typing_imports(pkg.__file__)
+    defined = [name for name in pkg.__all__ if name in vars(pkg)]
+    assert sorted(pkg.__all__) == sorted([*imported, *defined])
+    assert all(module.startswith(f"lf_tuner.{package}.") for module in imported.values())
     for name in pkg.__all__:
         assert getattr(pkg, name) is not None
     submodules = {m.name for m in pkgutil.iter_modules(pkg.__path__)}

@@ -26,6 +26,8 @@ from lf_tuner.memory import DeepSpeed
 
 GOLDEN = Path(__file__).parent / "golden" / "render"
 CASES = [(name, method) for name in builtin_names() for method in METHODS]
+# the security preset, full tuning with ZeRO-3, checked against the schema only
+FULL_Z3 = ["render", "--preset", "security", "--method", "full", "--deepspeed", "z3", "--schema-only"]
 
 
 def render(preset: str | None = None, **kw: Any) -> Rendered:
@@ -358,8 +360,7 @@ def test_force_does_not_replace_an_edited_deepspeed_json(tmp_path: Path) -> None
     out = tmp_path / "full.yaml"
     ds = tmp_path / "ds_z3_config.json"
     ds.write_text('{"mine": true}\n')
-    args = ["render", "--preset", "security", "--method", "full", "--deepspeed", "z3", "--schema-only"]
-    result = CliRunner().invoke(cli, [*args, "-o", str(out), "--force"])
+    result = CliRunner().invoke(cli, [*FULL_Z3, "-o", str(out), "--force"])
     assert result.exit_code == 1
     assert f"{ds.resolve()} exists with other content; lf-tuner will not replace it" in result.output
     assert ds.read_text() == '{"mine": true}\n' and not out.exists()
@@ -367,21 +368,7 @@ def test_force_does_not_replace_an_edited_deepspeed_json(tmp_path: Path) -> None
 
 def test_deepspeed_option_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "full.yaml"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "render",
-            "--preset",
-            "security",
-            "--method",
-            "full",
-            "--deepspeed",
-            "z3",
-            "--schema-only",
-            "-o",
-            str(out),
-        ],
-    )
+    result = CliRunner().invoke(cli, [*FULL_Z3, "-o", str(out)])
     assert result.exit_code == 0, result.output
     ds = tmp_path / "ds_z3_config.json"
     assert yaml.safe_load(out.read_text())["deepspeed"] == str(ds.resolve())
@@ -389,20 +376,7 @@ def test_deepspeed_option_writes_json(tmp_path: Path) -> None:
 
 
 def test_zero3_cross_rule() -> None:
-    result = CliRunner().invoke(
-        cli,
-        [
-            "render",
-            "--preset",
-            "security",
-            "--method",
-            "full",
-            "--deepspeed",
-            "z3",
-            "--schema-only",
-            "pure_bf16=true",
-        ],
-    )
+    result = CliRunner().invoke(cli, [*FULL_Z3, "pure_bf16=true"])
     assert result.exit_code == 1
     assert "pure_bf16: `pure_bf16` is incompatible with DeepSpeed ZeRO-3" in result.output
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from click.testing import CliRunner
 
 from lf_tuner.cli import cli
 from lf_tuner.train import GpuInfo
+from tests.procs import gone, signal_stub_run
 from tests.tiny import write_tiny_project
 
 STUB = Path(__file__).parent / "stubs" / "llamafactory_cli_stub.py"
@@ -326,17 +325,6 @@ def test_oom_without_retries_left(project: Path, stub: Path, monkeypatch: pytest
     assert result.stderr.splitlines()[-1].startswith("Error: oom: out of GPU memory; try --retry-oom 2")
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:  # a zombie waiting for its parent counts as gone
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-    except (OSError, IndexError):
-        return True
-
-
 def test_nan_loss_stops_the_run(project: Path, stub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LF_STUB_MODE", "nan")
     result = invoke("run", "train.yaml")
@@ -345,17 +333,7 @@ def test_nan_loss_stops_the_run(project: Path, stub: Path, monkeypatch: pytest.M
     assert record["reason"] == "loss nan at step 2; lower learning_rate or check the data"
     assert result.exit_code == 128 + signal.SIGTERM  # stopped by the watch (left alone it would exit 0)
     pids = [int(p) for p in (project / "out" / "stub.pids").read_text().split()]
-    assert all(_gone(p) for p in pids)
-
-
-def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
-    """Until `path` exists; fails if `proc` ends first. The bound only guards against a hang."""
-    deadline = time.monotonic() + 120
-    while not path.exists():
-        if proc.poll() is not None:
-            pytest.fail(f"lf-tuner ended before {path.name} appeared: {proc.communicate()}")
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
+    assert all(gone(p) for p in pids)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT])
@@ -363,37 +341,18 @@ def test_a_stop_signal_stops_the_whole_tree_and_is_recorded(
     project: Path, stub: Path, sig: signal.Signals
 ) -> None:
     """The stand-in has a grandchild in its group and one that called setsid and ignores SIGTERM, SIGINT and
-    SIGHUP. It writes stub.pids once both are there; lf-tuner handles the signals from before the child starts,
-    so the test waits on that file, not on time."""
-    env = {**os.environ, "LF_STUB_MODE": "sleep", "LF_STUB_SETSID": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lf_tuner", "run", "train.yaml"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    pids_file = project / "out" / "stub.pids"
-    _wait_for(pids_file, proc)
-    pids = [int(p) for p in pids_file.read_text().split()]
-    assert len(pids) == 3 and os.getsid(pids[2]) == pids[2]  # the third left the group
-    proc.send_signal(sig)
-    try:
-        _, stderr = proc.communicate(timeout=120)
-    finally:  # whatever the verdict, leave nothing running
-        left = [p for p in pids if not _gone(p)]
-        for pid in left:
-            os.kill(pid, signal.SIGKILL)
-    assert proc.returncode == 128 + sig, stderr
-    assert "Traceback" not in stderr.replace("KeyboardInterrupt", "")  # the stand-in's own is in the log
-    record = json.loads((project / "out" / "lf-tuner-run.json").read_text())
+    SIGHUP; lf-tuner handles the signals from before the child starts (tests/procs.py waits on its pids file)."""
+    run = signal_stub_run(project, os.environ, sig)
+    assert len(run.pids) == 3 and run.left_group, run.stderr  # the third left the group
+    assert run.returncode == 128 + sig, run.stderr
+    assert "Traceback" not in run.stderr.replace("KeyboardInterrupt", "")  # the stand-in's own is in the log
+    record = run.record
     assert record["status"] == "interrupted" and record["exit_code"] == 128 + sig
     assert record["reason"] == f"stopped by {sig.name} (signal {int(sig)})"
-    assert left == [], "a process of the run outlived it"
+    assert run.left == [], "a process of the run outlived it"
     listed = json.loads(invoke("runs", "--json").stdout)
     assert [(r["status"], r["exit_code"]) for r in listed] == [("interrupted", 128 + sig)]
-    assert stderr.splitlines()[-1].startswith(f"Error: interrupted: stopped by {sig.name}")
+    assert run.stderr.splitlines()[-1].startswith(f"Error: interrupted: stopped by {sig.name}")
 
 
 def test_a_signal_before_the_child_starts_starts_nothing(project: Path, stub: Path) -> None:

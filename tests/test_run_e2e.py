@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from lf_tuner.cli import cli
 from tests.conftest import requires_llamafactory
+from tests.procs import proc_stats
 from tests.tiny import build_tiny_model, write_alpaca
 
 pytestmark = [pytest.mark.slow, pytest.mark.llamafactory, requires_llamafactory]
@@ -83,27 +84,11 @@ def test_real_run_on_cpu(project: Path) -> None:
 
 
 def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(") ", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:  # ppid
-            found.append(int(stat.parent.name))
-    return found
+    return [child for child, fields in proc_stats() if int(fields[1]) == pid]  # ppid
 
 
 def _group_members(pgid: int) -> list[int]:
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(") ", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
+    return [member for member, fields in proc_stats() if int(fields[2]) == pgid and fields[0] != "Z"]
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")

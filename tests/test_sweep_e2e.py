@@ -70,42 +70,20 @@ def test_real_sweep_then_report(tmp_path: Path) -> None:
     (tmp_path / "spec.yaml").write_text(SPEC)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
-    sweep = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lf_tuner",
-            "sweep",
-            "spec.yaml",
-            "--dir",
-            "out",
-            "--gpus",
-            "cpu",
-            "--launcher",
-            "run",
-            "--poll",
-            "0.5",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+
+    def lf_tuner(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "lf_tuner", *args]
+        return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+    args = ["sweep", "spec.yaml", "--dir", "out", "--gpus", "cpu", "--launcher", "run", "--poll", "0.5"]
+    sweep = lf_tuner(*args, timeout=240)
     assert sweep.returncode == 0, sweep.stderr
     assert "done: 2 completed" in sweep.stderr
     for n in (0, 1):
         record = json.loads((tmp_path / "out" / f"trial-00{n}" / "output" / "lf-tuner-run.json").read_text())
         assert record["status"] == "completed"  # each trial went through `lf-tuner run`
 
-    report = subprocess.run(
-        [sys.executable, "-m", "lf_tuner", "report", "out", "--format", "json"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    report = lf_tuner("report", "out", "--format", "json", timeout=120)
     assert report.returncode == 0, report.stderr
     data_out = json.loads(report.stdout)
     assert [t["status"] for t in data_out["trials"]] == ["completed", "completed"]

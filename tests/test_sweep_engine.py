@@ -16,7 +16,6 @@ from lf_tuner.sweep import parse_spec, preview
 from lf_tuner.train import process_start
 from tests.sweep_helpers import (
     final_eval,
-    install_stub,
     report_json,
     starts,
     subprocess_env,
@@ -24,11 +23,6 @@ from tests.sweep_helpers import (
     sweep_args,
     write_spec,
 )
-
-
-@pytest.fixture
-def fake_lf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return install_stub(tmp_path, monkeypatch)
 
 
 def wait_for(path: Path, proc: subprocess.Popen[str] | None = None) -> None:

@@ -6,20 +6,14 @@ import json
 from pathlib import Path
 
 import optuna
-import pytest
 import yaml
 
 from lf_tuner.sweep import load_spec, parse_spec, read_rows
 from lf_tuner.sweep.storage import storage
-from tests.sweep_helpers import final_eval, install_stub, report_json, starts, sweep, write_spec
+from tests.sweep_helpers import final_eval, report_json, starts, sweep, write_spec
 
 REPO = Path(__file__).resolve().parent.parent
 GRID = {"learning_rate": {"values": [1.0e-4, 3.0e-4, 1.0e-3]}, "lora_rank": {"values": [8, 32]}}
-
-
-@pytest.fixture
-def fake_lf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return install_stub(tmp_path, monkeypatch)
 
 
 def test_a_grid_skips_the_points_a_table_measured(tmp_path: Path, fake_lf: Path) -> None:

@@ -11,12 +11,7 @@ from click.testing import CliRunner
 from lf_tuner.cli import cli
 from lf_tuner.train import TrainerLog, process_start
 from tests.stubs import llamafactory_cli_stub as stub
-from tests.sweep_helpers import final_eval, install_stub, report_json, starts, sweep, write_spec
-
-
-@pytest.fixture
-def fake_lf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return install_stub(tmp_path, monkeypatch)
+from tests.sweep_helpers import final_eval, report_json, starts, sweep, write_spec
 
 
 def gated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_for: list[str], step: int) -> Path:

@@ -21,7 +21,6 @@ from click.testing import CliRunner
 
 from lf_tuner.cli import cli
 from tests.sweep_helpers import (
-    install_stub,
     report_json,
     starts,
     subprocess_env,
@@ -31,11 +30,6 @@ from tests.sweep_helpers import (
 )
 
 ONE = {"learning_rate": {"values": [1.0e-4]}, "lora_rank": {"values": [8]}}
-
-
-@pytest.fixture
-def fake_lf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return install_stub(tmp_path, monkeypatch)
 
 
 # --- the journal and the folder ---

@@ -110,3 +110,17 @@ def write_tiny_project(root: Path, *, tokenizer: bool = False) -> dict[str, obje
         "output_dir": str(root / "out"),
         "per_device_train_batch_size": 4,
     }
+
+
+# The smallest text decoder and vision towers of the fast path's families, for tests that build them with
+# transformers (the vocabulary is above every family's default pad_token_id)
+SMALL_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "vocab_size": 152064}  # fmt: skip
+SMALL_VISION = {
+    "qwen2_vl": {"depth": 2, "embed_dim": 32, "num_heads": 2, "hidden_size": 64},
+    "qwen2_5_vl": {"depth": 2, "hidden_size": 32, "intermediate_size": 48, "num_heads": 2, "out_hidden_size": 64},
+    "qwen3_vl": {"depth": 3, "hidden_size": 32, "intermediate_size": 48, "num_heads": 2, "out_hidden_size": 64,
+                 "deepstack_visual_indexes": [1]},
+    "siglip": {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2,
+               "image_size": 56, "patch_size": 14},
+}  # fmt: skip

@@ -54,44 +54,6 @@ if TYPE_CHECKING:
         validate_with_llamafactory,
     )
 
-_EXPORTS: dict[str, tuple[str, ...]] = {
-    "choices": ("DEEPSPEED_CHOICES", "METHODS"),
-    "files": ("load_mapping", "parse_mapping", "parse_yaml", "pydantic_problems"),
-    "fit": ("Fit", "check_fit"),
-    "overrides": ("apply_overrides", "parse_override"),
-    "presets": ("Preset", "builtin_names", "builtin_text", "load_preset", "parse_preset"),
-    "render": (
-        "check_outputs",
-        "check_rendered",
-        "DatasetInfoUpdate",
-        "deepspeed_filename",
-        "deepspeed_kind",
-        "dump_yaml",
-        "fit_config",
-        "merge_dataset_info",
-        "render_deepspeed",
-        "render_template",
-        "render_train_config",
-        "Rendered",
-        "RenderRequest",
-        "unwritten",
-        "with_changes",
-        "with_deepspeed",
-        "write_rendered",
-    ),
-    "schema": ("FieldSpec", "Schema", "load_schema"),
-    "validate": (
-        "RULES",
-        "Context",
-        "check_config",
-        "check_files",
-        "llamafactory_available",
-        "validate_config",
-        "validate_many_with_llamafactory",
-        "validate_with_llamafactory",
-    ),
-}
-
 __all__ = [
     "Context",
     "DEEPSPEED_CHOICES",
@@ -140,4 +102,4 @@ __all__ = [
 
 
 if not TYPE_CHECKING:  # mypy reads the imports above; a module __getattr__ would make every name pass
-    __getattr__ = lazy_exports(__name__, _EXPORTS)
+    __getattr__ = lazy_exports(__name__, __file__)

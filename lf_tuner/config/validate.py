@@ -30,22 +30,20 @@ from lf_tuner.models import ModelArch
 # --------------------------------------------------------------------------- types and choices
 
 
+# the schema's kind of a YAML value (bool before int: a bool is an int to isinstance)
+_KINDS: tuple[tuple[type, str], ...] = (
+    (type(None), "null"),
+    (bool, "bool"),
+    (int, "int"),
+    (float, "float"),
+    (str, "str"),
+    (dict, "dict"),
+    (list, "list"),
+)
+
+
 def _kind_of(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, dict):
-        return "dict"
-    if isinstance(value, list):
-        return "list"
-    return type(value).__name__
+    return next((kind for cls, kind in _KINDS if isinstance(value, cls)), type(value).__name__)
 
 
 def _type_ok(spec: FieldSpec, value: Any) -> bool:

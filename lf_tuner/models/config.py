@@ -8,7 +8,7 @@ fast path to the meta-device model, exactly, for every family here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lf_tuner.errors import LfTunerError
@@ -41,6 +41,9 @@ class Family:
 
 
 _LLAMA_DEFAULTS = {"tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False}
+_LLAMA = Family(
+    qkv_bias="attention_bias", o_bias="attention_bias", mlp_bias="mlp_bias", defaults=_LLAMA_DEFAULTS
+)
 _GEMMA3_TEXT = Family(
     qkv_bias="attention_bias",
     o_bias="attention_bias",
@@ -64,9 +67,7 @@ _QWEN3_MOE = Family(
 
 # model_type -> family. The multimodal ones read their text part from `text_config`.
 FAMILIES: dict[str, Family] = {
-    "llama": Family(
-        qkv_bias="attention_bias", o_bias="attention_bias", mlp_bias="mlp_bias", defaults=_LLAMA_DEFAULTS
-    ),
+    "llama": _LLAMA,
     "mistral": Family(defaults={"tie_word_embeddings": False}),
     "mixtral": Family(moe="mixtral", defaults={"tie_word_embeddings": False}),
     "qwen2": Family(qkv_bias=True, defaults={"tie_word_embeddings": False}),
@@ -101,12 +102,7 @@ FAMILIES: dict[str, Family] = {
         norms=4,
         defaults={"tie_word_embeddings": False, "attention_bias": True, "head_dim": 128},
     ),
-    "granite": Family(
-        qkv_bias="attention_bias",
-        o_bias="attention_bias",
-        mlp_bias="mlp_bias",
-        defaults={"tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False},
-    ),
+    "granite": _LLAMA,
     "seed_oss": Family(
         qkv_bias="attention_bias",
         o_bias="attention_out_bias",
@@ -119,12 +115,7 @@ FAMILIES: dict[str, Family] = {
             "head_dim": 128,
         },
     ),
-    "smollm3": Family(
-        qkv_bias="attention_bias",
-        o_bias="attention_bias",
-        mlp_bias="mlp_bias",
-        defaults={"tie_word_embeddings": True, "attention_bias": False, "mlp_bias": False},
-    ),
+    "smollm3": replace(_LLAMA, defaults={**_LLAMA_DEFAULTS, "tie_word_embeddings": True}),
     "olmo2": Family(
         qkv_bias="attention_bias",
         o_bias="attention_bias",
@@ -132,11 +123,11 @@ FAMILIES: dict[str, Family] = {
         defaults={"tie_word_embeddings": False, "attention_bias": False},
     ),
     # vision-language: the text decoder of the family named, plus the vision tower
-    "gemma3": Family(**{**_GEMMA3_TEXT.__dict__, "vision": "siglip"}),
+    "gemma3": replace(_GEMMA3_TEXT, vision="siglip"),
     "qwen2_vl": Family(qkv_bias=True, vision="qwen2_vl", defaults={"tie_word_embeddings": False}),
     "qwen2_5_vl": Family(qkv_bias=True, vision="qwen2_5_vl", defaults={"tie_word_embeddings": False}),
-    "qwen3_vl": Family(**{**_QWEN3.__dict__, "vision": "qwen3_vl"}),
-    "qwen3_vl_moe": Family(**{**_QWEN3_MOE.__dict__, "vision": "qwen3_vl"}),
+    "qwen3_vl": replace(_QWEN3, vision="qwen3_vl"),
+    "qwen3_vl_moe": replace(_QWEN3_MOE, vision="qwen3_vl"),
 }
 
 # LLaMA-Factory's chat template per model family, for configs whose Hub id LLaMA-Factory does not register.
@@ -199,8 +190,6 @@ def arch_from_config(
 
         arch = arch_from_transformers(raw, name)
     text = text_config(raw)
-    from dataclasses import replace
-
     return replace(
         arch,
         quantization=quant,

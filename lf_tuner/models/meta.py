@@ -18,6 +18,7 @@ import json
 import os
 import re
 from collections import Counter
+from dataclasses import fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -95,29 +96,16 @@ def _write_cache(path: Path, facts: dict[str, Any]) -> None:
         pass  # a read-only home only costs the next run the derivation again
 
 
+# the facts a cache file holds as ModelArch holds them (the linears and the vision tower are rebuilt)
+_AS_THEY_ARE = {f.name for f in fields(ModelArch)} - {"name", "layer_linears", "vision"}
+
+
 def _arch(facts: dict[str, Any], name: str, note: str) -> ModelArch:
     vision = facts.get("vision")
     return ModelArch(
         name=name,
-        model_type=facts["model_type"],
-        hidden_size=facts["hidden_size"],
-        intermediate_size=facts["intermediate_size"],
-        num_layers=facts["num_layers"],
-        num_heads=facts["num_heads"],
-        num_kv_heads=facts["num_kv_heads"],
-        head_dim=facts["head_dim"],
-        vocab_size=facts["vocab_size"],
-        tie_embeddings=facts["tie_embeddings"],
-        max_positions=facts["max_positions"],
+        **{key: value for key, value in facts.items() if key in _AS_THEY_ARE},
         layer_linears=tuple(Linear(*row) for row in facts["layer_linears"]),
-        embedding_params=facts["embedding_params"],
-        lm_head_params=facts["lm_head_params"],
-        layer_other_params=facts["layer_other_params"],
-        other_params=facts["other_params"],
-        num_experts=facts["num_experts"],
-        experts_per_token=facts["experts_per_token"],
-        moe_intermediate_size=facts["moe_intermediate_size"],
-        logit_softcap=facts["logit_softcap"],
         vision=None
         if vision is None
         else VisionTower(**{**vision, "linears": tuple(Linear(*row) for row in vision["linears"])}),

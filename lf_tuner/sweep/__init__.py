@@ -30,27 +30,6 @@ if TYPE_CHECKING:
     from lf_tuner.sweep.storage import STUDY_NAME
     from lf_tuner.sweep.trial import LAUNCHERS, Outcome, TrialJob, TrialWatch
 
-_EXPORTS: dict[str, tuple[str, ...]] = {
-    "engine": ("Summary", "Sweep", "SweepInterrupted", "load_base_config", "open_sweep"),
-    "expr": ("ExprError", "eval_expr", "expr_names"),
-    "importing": ("ImportedRow", "read_rows"),
-    "report": (
-        "SweepResults",
-        "best_config",
-        "load_results",
-        "to_csv",
-        "to_json",
-        "to_markdown",
-        "write_plots",
-    ),
-    "slots": ("gpu_slots",),
-    "slurm": ("render_array_script",),
-    "space": ("Space", "format_trials", "preview", "preview_heading", "resolve"),
-    "spec": ("SpecError", "SweepSpec", "load_spec", "parse_spec"),
-    "storage": ("STUDY_NAME",),
-    "trial": ("LAUNCHERS", "Outcome", "TrialJob", "TrialWatch"),
-}
-
 __all__ = [
     "Summary",
     "Sweep",
@@ -88,4 +67,4 @@ __all__ = [
 ]
 
 if not TYPE_CHECKING:  # mypy reads the imports above; a module __getattr__ would make every name pass
-    __getattr__ = lazy_exports(__name__, _EXPORTS)
+    __getattr__ = lazy_exports(__name__, __file__)

@@ -4,6 +4,7 @@ intermediate values it logs, and the result it leaves behind."""
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import shlex
@@ -212,30 +213,18 @@ class TrialWatch:
 
     def outcome(self, runtime: float, code: int | None) -> Outcome:
         """The outcome of a trial this watch stopped."""
-        steps, total = self.last_step or None, self.total_steps
+        total = self.total_steps
+        ended = functools.partial(
+            Outcome, runtime_s=runtime, exit_code=code, steps=self.last_step or None, total_steps=total
+        )
         if self.pruned_at is not None:
             last = self.values.get(self.pruned_at)
-            return Outcome(
-                "pruned",
-                values=None if last is None else [last],
-                runtime_s=runtime,
-                reason=f"pruned at step {self.pruned_at}" + (f" of {total}" if total else ""),
-                exit_code=code,
-                steps=steps,
-                total_steps=total,
-            )
+            where = f"pruned at step {self.pruned_at}" + (f" of {total}" if total else "")
+            return ended("pruned", values=None if last is None else [last], reason=where)
         best = self.best()
         assert best is not None and self.stopped_at is not None
-        return Outcome(
-            "completed",
-            values=[best[1]],
-            runtime_s=runtime,
-            reason=f"early stopping at step {self.stopped_at}; best {self.key} at step {best[0]}",
-            exit_code=code,
-            steps=steps,
-            total_steps=total,
-            stopped_early=True,
-        )
+        why = f"early stopping at step {self.stopped_at}; best {self.key} at step {best[0]}"
+        return ended("completed", values=[best[1]], reason=why, stopped_early=True)
 
 
 # --- reading what a run leaves behind ---
@@ -404,32 +393,18 @@ def finish(job: TrialJob, spec: SweepSpec, code: int, runtime: float, *, oom: bo
         why = Divergence(spec.divergence_factor).first(log_rows(job.output_dir))
         if why:
             status, reason = "diverged", why
+    ended = functools.partial(Outcome, runtime_s=runtime, exit_code=code, steps=steps, total_steps=total)
     if status != "completed":
-        return Outcome(
-            status,
-            runtime_s=runtime,
-            reason=reason or f"exit code {code}",
-            exit_code=code,
-            steps=steps,
-            total_steps=total,
-        )
+        return ended(status, reason=reason or f"exit code {code}")
     values: list[float] = []
     for metric in spec.objectives:
         value, reason = _metric_value(metric, job)
         if value is None or not math.isfinite(value):
-            status = "failed" if value is None else "diverged"
-            return Outcome(
-                status,
-                runtime_s=runtime,
-                reason=reason or f"{metric.name} is {value}",
-                exit_code=code,
-                steps=steps,
-                total_steps=total,
+            return ended(
+                "failed" if value is None else "diverged", reason=reason or f"{metric.name} is {value}"
             )
         values.append(value)
-    return Outcome(
-        "completed", values=values, runtime_s=runtime, exit_code=code, steps=steps, total_steps=total
-    )
+    return ended("completed", values=values)
 
 
 def adoptable(job: TrialJob, spec: SweepSpec, started_at: float | None = None) -> Outcome | None:

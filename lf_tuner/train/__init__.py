@@ -59,50 +59,6 @@ if TYPE_CHECKING:
         run_child,
     )
 
-_EXPORTS: dict[str, tuple[str, ...]] = {
-    "command": ("Command", "build_command"),
-    "gpus": (
-        "GpuInfo",
-        "ProcessGroupPeak",
-        "budgets",
-        "detect_gpus",
-        "fit_target",
-        "gpu_budgets",
-        "gpu_summary",
-        "named_gpus",
-        "select_gpus",
-        "smallest_gpu_gib",
-    ),
-    "preflight": ("Plan",),
-    "records": (
-        "RECORD_NAME",
-        "GpuRecord",
-        "IndexUnavailable",
-        "RunRecord",
-        "add_to_index",
-        "collect_metrics",
-        "config_path",
-        "list_runs",
-        "read_json",
-        "read_record",
-        "save_record",
-    ),
-    "runner": ("Finished", "run_plan"),
-    "slurm": ("check_job_name", "render_slurm_script"),
-    "watch": (
-        "LOG_NAME",
-        "TRAINER_LOG",
-        "TRAINER_STATE",
-        "ChildResult",
-        "Divergence",
-        "StopSignals",
-        "TrainerLog",
-        "kill_group",
-        "process_start",
-        "run_child",
-    ),
-}
-
 __all__ = [
     "Command",
     "build_command",
@@ -147,4 +103,4 @@ __all__ = [
 ]
 
 if not TYPE_CHECKING:  # mypy reads the imports above; a module __getattr__ would make every name pass
-    __getattr__ = lazy_exports(__name__, _EXPORTS)
+    __getattr__ = lazy_exports(__name__, __file__)

@@ -20,15 +20,6 @@ class GpuInfo:
     free_bytes: int
     uuid: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "name": self.name,
-            "total_bytes": self.total_bytes,
-            "free_bytes": self.free_bytes,
-            "uuid": self.uuid,
-        }
-
 
 def gpu_summary(gpu: GpuInfo) -> dict[str, Any]:
     """A GPU as the plan and the record show it (GpuRecord's fields), sizes in GiB."""
