@@ -113,8 +113,8 @@ def test_process_group_peak_without_nvml(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_measured_peak_prefers_nvml_else_reserved_plus_context(tmp_path: Path) -> None:
     log = [{"current_steps": 1, "loss": 2.0, "vram_reserved": 3.0}]
     nvml = collect_metrics(tmp_path, log, on_gpu=True, nvml_peak_bytes=4 << 30)
-    assert (nvml["measured_peak_gib"], nvml["measured_source"]) == (4.0, "nvml")
+    assert (nvml.measured_peak_gib, nvml.measured_source) == (4.0, "nvml")
     torch_only = collect_metrics(tmp_path, log, on_gpu=True)
-    assert torch_only["measured_source"] == "torch reserved + CUDA context"
-    assert torch_only["measured_peak_gib"] == pytest.approx(3.0 + 758 / 1024, abs=1e-3)
-    assert collect_metrics(tmp_path, log, on_gpu=False)["measured_peak_gib"] is None
+    assert torch_only.measured_source == "torch reserved + CUDA context"
+    assert torch_only.measured_peak_gib == pytest.approx(3.0 + 758 / 1024, abs=1e-3)
+    assert collect_metrics(tmp_path, log, on_gpu=False).measured_peak_gib is None

@@ -13,6 +13,7 @@ import yaml
 
 from lf_tuner.cli.progress import ProgressView, describe_entry
 from lf_tuner.errors import BadValue, LfTunerError
+from lf_tuner.memory import Estimate, Peak, setup_from_config
 from lf_tuner.train import ChildResult, Command, GpuInfo, preflight, runner
 from lf_tuner.train import records as runs
 from tests.tiny import write_tiny_project
@@ -178,7 +179,7 @@ def test_check_fit_quiet_when_it_fits_or_on_cpu(cfg: dict[str, Any]) -> None:
     on_gpus = preflight.check_fit(cfg, A100, fit=False, force=False, say=said.append)
     on_cpu = preflight.check_fit(cfg, [], fit=False, force=False, say=said.append)
     assert on_gpus is not None and on_cpu is not None
-    assert 0 < on_gpus["total_gib"] < 60 and on_cpu["total_gib"] > 0
+    assert 0 < on_gpus.total_gib < 60 and on_cpu.total_gib > 0
     assert said == []
 
 
@@ -204,10 +205,10 @@ def test_check_fit_applies_the_first_change(cfg: dict[str, Any]) -> None:
     cfg.update(cutoff_len=8192, per_device_train_batch_size=64)
     free = preflight.check_fit(dict(cfg), [], fit=False, force=False, say=pytest.fail)
     assert free is not None
-    gpu = [GpuInfo(0, "RTX", 24 * GIB, int(free["total_bytes"] * 0.9))]  # 10% short
+    gpu = [GpuInfo(0, "RTX", 24 * GIB, int(free.total_bytes * 0.9))]  # 10% short
     said: list[str] = []
     after = preflight.check_fit(cfg, gpu, fit=True, force=False, say=said.append)
-    assert after is not None and after["total_bytes"] <= gpu[0].free_bytes
+    assert after is not None and after.total_bytes <= gpu[0].free_bytes
     assert "changes that fit:" in said
     first = said[said.index("changes that fit:") + 1]
     applied = said[-1]
@@ -327,7 +328,7 @@ def test_plan_on_the_cpu(cfg: dict[str, Any], tmp_path: Path) -> None:
 
 def test_plan_stages_a_path_with_spaces_for_torchrun(cfg: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "my runs" / "a"
-    estimate = {"total_gib": 12.345}
+    estimate = Estimate(setup_from_config(cfg), Peak({"weights": int(12.345 * GIB)}, "step", {}), 0)
     plan = preflight.make_plan(
         cfg, out, A100, estimate, cli="lf", select=None, node_rank=1, nnodes=2, master_addr="h"
     )
@@ -423,7 +424,8 @@ def test_build_and_save_record(cfg: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "trainer_state.json").write_text(json.dumps({"log_history": [{"step": 2, "loss": 2.25}]}))
-    plan = preflight.make_plan(cfg, out, A100[:1], {"total_gib": 20.0}, cli="lf", select=None)
+    estimate = Estimate(setup_from_config(cfg), Peak({"weights": 20 * GIB}, "step", {}), 0)  # 20 GiB
+    plan = preflight.make_plan(cfg, out, A100[:1], estimate, cli="lf", select=None)
     log = [{"current_steps": 2, "total_steps": 2, "loss": 2.25, "vram_reserved": 18.5}]
     attempts = [_attempt("oom", 1, oom=True), _attempt("completed", trainer_log=log)]
     changes = [("micro-batch 2 -> 1", {"per_device_train_batch_size": 1})]

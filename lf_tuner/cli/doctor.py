@@ -6,13 +6,16 @@ import json
 import platform
 import shutil
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich import box
 from rich.table import Table
 
 from lf_tuner.cli._common import show
+
+if TYPE_CHECKING:
+    from lf_tuner.train import GpuSummary
 
 # distribution name -> what needs it
 PACKAGES: dict[str, str] = {
@@ -69,7 +72,7 @@ def gather() -> dict[str, Any]:
     }
 
 
-def problems(versions: dict[str, str | None], gpus: list[dict[str, Any]]) -> list[str]:
+def problems(versions: dict[str, str | None], gpus: list[GpuSummary]) -> list[str]:
     """`feature: what is missing, and the fix` lines."""
     found: list[str] = []
     for dist, feature in PACKAGES.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich import box
@@ -30,6 +30,9 @@ from lf_tuner.memory import (
     unsupported,
 )
 from lf_tuner.models import resolve_config
+
+if TYPE_CHECKING:
+    from lf_tuner.config import TrainConfig
 
 LABELS = {
     "weights": "base weights",
@@ -61,9 +64,9 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     return value
 
 
-def gather_config(config: Path | None, model: str | None, flags: dict[str, Any]) -> dict[str, Any]:
+def gather_config(config: Path | None, model: str | None, flags: dict[str, Any]) -> TrainConfig:
     """The run to estimate as LLaMA-Factory keys: the config file (if any), then the flags on top."""
-    cfg: dict[str, Any] = {}
+    cfg: TrainConfig = {}
     if config:
         from lf_tuner.config import load_mapping, validate_config  # YAML and the schema: only for a file
 

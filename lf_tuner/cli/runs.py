@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich import box
@@ -13,12 +13,15 @@ from rich.table import Table
 from lf_tuner.cli._common import console, show
 from lf_tuner.train import STATUSES
 
+if TYPE_CHECKING:
+    from lf_tuner.train import IndexedRun
+
 
 def _num(value: Any, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def runs_table(rows: list[dict[str, Any]]) -> Table:
+def runs_table(rows: list[IndexedRun]) -> Table:
     table = Table(box=box.SIMPLE, pad_edge=False, show_edge=False)
     for name, justify in (
         ("id", "right"),
@@ -50,22 +53,23 @@ def runs_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def calibration(rows: list[dict[str, Any]]) -> tuple[Table, str]:
+def calibration(rows: list[IndexedRun]) -> tuple[Table, str]:
     """Per run: estimate, measurement, error; and one summary line."""
+    from lf_tuner.train import peak_error
+
     table = Table(box=box.SIMPLE, pad_edge=False, show_edge=False)
     for name in ("id", "model", "gpus", "est GiB", "peak GiB", "error"):
         table.add_column(name, justify="right" if name in ("id", "est GiB", "peak GiB", "error") else "left")
     errors = []
     for r in rows:
-        est, peak = r["estimated_peak_gib"], r["measured_peak_gib"]
-        error = (est - peak) / peak
+        error = peak_error(r)
         errors.append(error)
         table.add_row(
             str(r["id"]),
             Path(r["model"] or "-").name,
             r["gpus"],
-            f"{est:.2f}",
-            f"{peak:.2f}",
+            f"{r['estimated_peak_gib']:.2f}",
+            f"{r['measured_peak_gib']:.2f}",
             f"{error:+.1%}",
         )
     mean_abs = sum(abs(e) for e in errors) / len(errors)
@@ -90,16 +94,12 @@ def calibration(rows: list[dict[str, Any]]) -> tuple[Table, str]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON list on stdout.")
 def command(limit: int, status: str | None, calibrate: bool, as_json: bool) -> None:
     """List the runs started with `lf-tuner run` (index under LF_TUNER_HOME)."""
-    from lf_tuner.train import list_runs
+    from lf_tuner.train import list_runs, peak_error
 
     rows = list_runs(limit=None if calibrate else limit, status=status, calibration=calibrate)
     if as_json:
-        if calibrate:
-            rows = [
-                {**r, "error": (r["estimated_peak_gib"] - r["measured_peak_gib"]) / r["measured_peak_gib"]}
-                for r in rows
-            ]
-        click.echo(json.dumps(rows, indent=2))
+        shown = [{**r, "error": peak_error(r)} if calibrate else r for r in rows]
+        click.echo(json.dumps(shown, indent=2))
         return
     out = console()
     if not rows:

@@ -13,7 +13,7 @@ from lf_tuner.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from lf_tuner.config.choices import DEEPSPEED_CHOICES, METHODS
-    from lf_tuner.config.files import load_mapping, parse_mapping, parse_yaml, pydantic_problems
+    from lf_tuner.config.files import TrainConfig, load_mapping, parse_mapping, parse_yaml, pydantic_problems
     from lf_tuner.config.fit import Fit, check_fit
     from lf_tuner.config.overrides import apply_overrides, parse_override
     from lf_tuner.config.presets import (
@@ -66,6 +66,7 @@ __all__ = [
     "RenderRequest",
     "Rendered",
     "Schema",
+    "TrainConfig",
     "apply_overrides",
     "builtin_names",
     "builtin_text",

@@ -21,6 +21,10 @@ from lf_tuner.errors import LfTunerError, Problem, ProblemsError, did_you_mean
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
 
+# A LLaMA-Factory training config as lf-tuner passes it around: the YAML's mapping of LLaMA-Factory's keys (an
+# open set, checked against the schema by config.validate); JSON and YAML only at the edges
+TrainConfig = dict[str, Any]
+
 MAPPING = "a mapping of LLaMA-Factory keys"
 TRAIN_CONFIG_HINT = "pass a LLaMA-Factory train config YAML"
 

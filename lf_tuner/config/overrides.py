@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from lf_tuner.config.files import parse_yaml
+from lf_tuner.config.files import TrainConfig, parse_yaml
 from lf_tuner.errors import BadValue, LfTunerError
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -38,7 +38,7 @@ def parse_override(item: str) -> tuple[str, Any, bool]:
     return key, value, False
 
 
-def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     """A new dict with the overrides applied in order; existing keys keep their place, new keys go last."""
     result = dict(cfg)
     for item in overrides:

@@ -20,7 +20,7 @@ import jinja2.meta
 import yaml
 
 from lf_tuner.config.choices import DEEPSPEED_CHOICES, METHODS
-from lf_tuner.config.files import parse_mapping
+from lf_tuner.config.files import TrainConfig, parse_mapping
 from lf_tuner.config.overrides import apply_overrides
 from lf_tuner.config.presets import (
     ByData,
@@ -53,7 +53,7 @@ class DatasetInfoUpdate:
 
 @dataclass
 class Rendered:
-    config: dict[str, Any]
+    config: TrainConfig
     yaml: str
     notes: list[str]
     preset: str = DEFAULT_PRESET
@@ -638,7 +638,7 @@ _PRESET_KEYS = {
 }
 
 
-def _auto_cutoff(cfg: dict[str, Any], pending: DatasetInfoUpdate | None) -> tuple[dict[str, Any], str]:
+def _auto_cutoff(cfg: TrainConfig, pending: DatasetInfoUpdate | None) -> tuple[TrainConfig, str]:
     """cfg with the measured cutoff_len; a bare data file not yet registered is measured through a
     scratch dataset_info.json (nothing of the user's is written here)."""
     import tempfile
@@ -660,7 +660,7 @@ def _auto_cutoff(cfg: dict[str, Any], pending: DatasetInfoUpdate | None) -> tupl
 
 
 def _finish(
-    cfg: dict[str, Any],
+    cfg: TrainConfig,
     why: dict[str, str],
     preset_name: str,
     method: str,

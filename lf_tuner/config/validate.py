@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lf_tuner.config.files import TrainConfig
 from lf_tuner.config.schema import FieldSpec, Schema, load_schema
 from lf_tuner.errors import LfTunerError, Problem, did_you_mean
 from lf_tuner.memory import DeepSpeed, load_deepspeed
@@ -638,7 +639,7 @@ def llamafactory_available() -> bool:
     return importlib.util.find_spec("llamafactory") is not None
 
 
-def _checked_copy(cfg: Mapping[str, Any], scratch: Path) -> dict[str, Any]:
+def _checked_copy(cfg: Mapping[str, Any], scratch: Path) -> TrainConfig:
     copy = dict(cfg)
     copy.pop("deepspeed", None)
     copy["use_cpu"] = True  # judge it as on the GPU machine: bf16 is refused on a CPU otherwise

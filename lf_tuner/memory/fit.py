@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from lf_tuner.errors import LfTunerError
 from lf_tuner.memory.layout import DeepSpeed
@@ -165,11 +165,19 @@ def no_cutoff_fits(setup: TrainSetup, gpu: Budget, multiple: int = 128) -> str:
     return f"no cutoff_len fits {gpu.name}: even cutoff_len {multiple} needs {need:.2f} GiB; {fix}"
 
 
-def _candidates(setup: TrainSetup, gpu_bytes: int) -> list[tuple[str, dict[str, Any], TrainSetup]]:
-    out: list[tuple[str, dict[str, Any], TrainSetup]] = []
+class _Candidate(NamedTuple):
+    """One change to try: in words, as config keys, and the setup it makes."""
+
+    description: str
+    overrides: dict[str, Any]
+    setup: TrainSetup
+
+
+def _candidates(setup: TrainSetup, gpu_bytes: int) -> list[_Candidate]:
+    out: list[_Candidate] = []
     if not setup.liger and setup.arch.model_type in LIGER_MODEL_TYPES:
         out.append(
-            (
+            _Candidate(
                 "enable Liger Kernel (fused linear cross-entropy)",
                 {"enable_liger_kernel": True},
                 replace(setup, liger=True),
@@ -179,7 +187,7 @@ def _candidates(setup: TrainSetup, gpu_bytes: int) -> list[tuple[str, dict[str, 
         b = setup.batch_size // 2
         ga = setup.grad_accum * setup.batch_size // b
         out.append(
-            (
+            _Candidate(
                 f"micro-batch {b} with gradient accumulation {ga} (same effective batch)",
                 {"per_device_train_batch_size": b, "gradient_accumulation_steps": ga},
                 replace(setup, batch_size=b, grad_accum=ga),
@@ -187,7 +195,7 @@ def _candidates(setup: TrainSetup, gpu_bytes: int) -> list[tuple[str, dict[str, 
         )
     if not setup.gradient_checkpointing:
         out.append(
-            (
+            _Candidate(
                 "turn gradient checkpointing back on",
                 {"disable_gradient_checkpointing": False},
                 replace(setup, gradient_checkpointing=True),
@@ -195,7 +203,7 @@ def _candidates(setup: TrainSetup, gpu_bytes: int) -> list[tuple[str, dict[str, 
         )
     if setup.method == "lora" and setup.quant_bits is None:
         out.append(
-            (
+            _Candidate(
                 "QLoRA: load the base model in 4 bit",
                 {"quantization_bit": 4},
                 replace(setup, quantization_bit=4),
@@ -203,7 +211,7 @@ def _candidates(setup: TrainSetup, gpu_bytes: int) -> list[tuple[str, dict[str, 
         )
     if setup.method == "full" and not setup.pure_bf16 and setup.zero_stage != 3:
         out.append(
-            (
+            _Candidate(
                 "pure_bf16 (bf16 weights, gradients and optimizer states)",
                 {"pure_bf16": True},
                 replace(setup, pure_bf16=True),
@@ -211,11 +219,13 @@ def _candidates(setup: TrainSetup, gpu_bytes: int) -> list[tuple[str, dict[str, 
         )
     if setup.method == "full" and setup.optim not in ("adamw_8bit", "paged_adamw_8bit"):
         out.append(
-            ("8-bit AdamW (bitsandbytes)", {"optim": "adamw_8bit"}, replace(setup, optim="adamw_8bit"))
+            _Candidate(
+                "8-bit AdamW (bitsandbytes)", {"optim": "adamw_8bit"}, replace(setup, optim="adamw_8bit")
+            )
         )
     if setup.gpus > 1 and setup.zero_stage != 3 and setup.fsdp is None:
         out.append(
-            (
+            _Candidate(
                 f"DeepSpeed ZeRO-3 across the {setup.gpus} GPUs",
                 {"deepspeed": "ds_z3_config.json"},
                 replace(setup, deepspeed=DeepSpeed.from_kind("z3")),
@@ -224,7 +234,7 @@ def _candidates(setup: TrainSetup, gpu_bytes: int) -> list[tuple[str, dict[str, 
     kind = setup.deepspeed.kind if setup.deepspeed else None
     if setup.gpus > 1 and kind != "z3-offload" and setup.method == "full" and setup.fsdp is None:
         out.append(
-            (
+            _Candidate(
                 f"DeepSpeed ZeRO-3 with CPU offload across the {setup.gpus} GPUs",
                 {"deepspeed": "ds_z3_offload_config.json"},
                 replace(setup, deepspeed=DeepSpeed.from_kind("z3-offload")),
@@ -234,7 +244,7 @@ def _candidates(setup: TrainSetup, gpu_bytes: int) -> list[tuple[str, dict[str, 
     cut = max_cutoff(setup, gpu_bytes)
     if 0 < cut < setup.cutoff_len:
         out.append(
-            (
+            _Candidate(
                 f"cutoff_len {cut} (longer samples are truncated)",
                 {"cutoff_len": cut},
                 replace(setup, cutoff_len=cut),
@@ -243,17 +253,17 @@ def _candidates(setup: TrainSetup, gpu_bytes: int) -> list[tuple[str, dict[str, 
     return out
 
 
-def _eval_candidates(setup: TrainSetup) -> list[tuple[str, dict[str, Any], TrainSetup]]:
+def _eval_candidates(setup: TrainSetup) -> list[_Candidate]:
     """Changes that only lower the evaluation peak: a smaller eval batch, predictions moved to the CPU."""
     ev = setup.eval
     if ev is None:
         return []
-    out: list[tuple[str, dict[str, Any], TrainSetup]] = []
+    out: list[_Candidate] = []
     if ev.batch_size > 1:
         # the training batch fits the training step's activations; below it, halve
         b = setup.batch_size if ev.batch_size > setup.batch_size else ev.batch_size // 2
         out.append(
-            (
+            _Candidate(
                 f"evaluation batch {b}",
                 {"per_device_eval_batch_size": b},
                 replace(setup, eval=replace(ev, batch_size=b)),
@@ -262,7 +272,7 @@ def _eval_candidates(setup: TrainSetup) -> list[tuple[str, dict[str, Any], Train
     gathers = ev.compute_accuracy or ev.predict_with_generate
     if gathers and not ev.prediction_loss_only and ev.accumulation_steps != 1:
         out.append(
-            (
+            _Candidate(
                 "move evaluation predictions to the CPU after every eval step",
                 {"eval_accumulation_steps": 1},
                 replace(setup, eval=replace(ev, accumulation_steps=1)),

@@ -64,6 +64,7 @@ from lf_tuner.train import kill_group, process_start
 if TYPE_CHECKING:
     import optuna
 
+    from lf_tuner.config import TrainConfig
     from lf_tuner.sweep.importing import ImportedRow
 
 LOCK_FILE = "sweep.lock"
@@ -106,7 +107,7 @@ class Summary:
         return {"counts": self.counts, "best": best}
 
 
-def load_base_config(spec: SweepSpec, spec_dir: Path, sweep_dir: Path) -> dict[str, Any]:
+def load_base_config(spec: SweepSpec, spec_dir: Path, sweep_dir: Path) -> TrainConfig:
     """The training config every trial starts from: the base file or the rendered preset, plus overrides."""
     if spec.base is not None:
         path = (spec_dir / spec.base).resolve()
@@ -133,7 +134,7 @@ def load_base_config(spec: SweepSpec, spec_dir: Path, sweep_dir: Path) -> dict[s
     return dict(rendered.config)
 
 
-def check_trial_configs(spec: SweepSpec, base: dict[str, Any], points: list[dict[str, Any]]) -> None:
+def check_trial_configs(spec: SweepSpec, base: TrainConfig, points: list[dict[str, Any]]) -> None:
     """Every swept key of the trials the sweep can already see (grid points, range ends, tied values) against
     LLaMA-Factory's schema, on top of the base: refused before any trial starts."""
     from lf_tuner.config import validate_config
@@ -180,7 +181,7 @@ class Sweep:
         self,
         spec: SweepSpec,
         sweep_dir: Path,
-        base: dict[str, Any],
+        base: TrainConfig,
         launcher: Launcher,
         *,
         storage_url: str | None = None,
@@ -763,7 +764,7 @@ def open_sweep(
     )
 
 
-def save_copies(spec_path: Path, sweep_dir: Path, base: dict[str, Any]) -> None:
+def save_copies(spec_path: Path, sweep_dir: Path, base: TrainConfig) -> None:
     """Keep the spec and the base config next to the study, the first time only."""
     copy = sweep_dir / SPEC_COPY
     if not copy.exists():

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -31,6 +31,9 @@ from lf_tuner.train import (
     run_child,
 )
 from lf_tuner.train import STATUSES as RUN_STATUSES
+
+if TYPE_CHECKING:
+    from lf_tuner.config import TrainConfig
 
 CONFIG_FILE = "train.yaml"
 LOG_FILE = "launch.log"
@@ -76,9 +79,7 @@ def trial_dir_name(number: int, stage: str = "main") -> str:
     return f"trial-{number:03d}" if stage == "main" else f"trial-{stage}-{number:03d}"
 
 
-def trial_config(
-    base: dict[str, Any], params: dict[str, Any], spec: SweepSpec, output_dir: Path
-) -> dict[str, Any]:
+def trial_config(base: TrainConfig, params: dict[str, Any], spec: SweepSpec, output_dir: Path) -> TrainConfig:
     """Base config + the trial's parameters + the budget + its own output_dir."""
     cfg = copy.deepcopy(base)
     cfg.update(params)
@@ -90,7 +91,7 @@ def trial_config(
     return cfg
 
 
-def write_trial_config(job: TrialJob, cfg: dict[str, Any], token: str) -> None:
+def write_trial_config(job: TrialJob, cfg: TrainConfig, token: str) -> None:
     """The trial's folder, marked as this study's (so a later sweep never takes it for its own), and its YAML."""
     job.trial_dir.mkdir(parents=True, exist_ok=True)
     (job.trial_dir / TRIAL_MARK).write_text(token + "\n")

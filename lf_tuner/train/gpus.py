@@ -6,7 +6,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from lf_tuner.errors import BadValue
 from lf_tuner.memory import Budget
@@ -21,8 +21,17 @@ class GpuInfo:
     uuid: str = ""
 
 
-def gpu_summary(gpu: GpuInfo) -> dict[str, Any]:
-    """A GPU as the plan and the record show it (GpuRecord's fields), sizes in GiB."""
+class GpuSummary(TypedDict):
+    """A GPU as the plan, the run record (GpuRecord's fields) and `doctor` show it, sizes in GiB."""
+
+    index: int
+    name: str
+    total_gib: float
+    free_gib: float
+
+
+def gpu_summary(gpu: GpuInfo) -> GpuSummary:
+    """The GPU's summary, sizes rounded to 0.01 GiB."""
     return {
         "index": gpu.index,
         "name": gpu.name,

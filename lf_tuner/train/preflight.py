@@ -28,7 +28,8 @@ from lf_tuner.train.gpus import gpu_summary
 from lf_tuner.train.watch import LOG_NAME
 
 if TYPE_CHECKING:
-    from lf_tuner.memory import Fsdp
+    from lf_tuner.config import TrainConfig
+    from lf_tuner.memory import Estimate, Fsdp
     from lf_tuner.train.gpus import GpuInfo
 
 INSTALL_HINT = (
@@ -63,9 +64,7 @@ def source_problem(config_given: bool, render: Mapping[str, Any]) -> str | None:
     return None
 
 
-def load_config(
-    base: dict[str, Any] | None, render: Mapping[str, Any], overrides: list[str]
-) -> dict[str, Any]:
+def load_config(base: TrainConfig | None, render: Mapping[str, Any], overrides: list[str]) -> TrainConfig:
     """The training config: `base` (a loaded YAML file) with overrides on top, or one rendered from `render`."""
     if base is not None:
         from lf_tuner.config import apply_overrides
@@ -80,7 +79,7 @@ def load_config(
 
 
 def choose_gpus(
-    cfg: dict[str, Any], select: str | None, *, cpu: bool, planning: bool
+    cfg: TrainConfig, select: str | None, *, cpu: bool, planning: bool
 ) -> tuple[list[GpuInfo], list[str]]:
     """(the selected GPUs, notes for the user). A CPU run gets [] and is marked in `cfg` (use_cpu, no bf16).
 
@@ -122,15 +121,15 @@ def choose_gpus(
 
 
 def check_fit(
-    cfg: dict[str, Any],
+    cfg: TrainConfig,
     gpus: Sequence[GpuInfo],
     *,
     fit: bool,
     force: bool,
     say: Say,
     fsdp: Fsdp | None = None,
-) -> dict[str, Any] | None:
-    """The estimate as a dict (None when there is none). When it exceeds a GPU's free memory: apply the first
+) -> Estimate | None:
+    """The estimate (None when there is none). When it exceeds a GPU's free memory: apply the first
     change that fits (`fit`, to `cfg` in place), go on anyway (`force`), or raise. `fsdp`: the layout of an
     accelerate config the run is launched with."""
     from lf_tuner.config import check_fit as estimate_fit
@@ -143,7 +142,7 @@ def check_fit(
         return None
     est = result.estimate
     if result.report is None or result.fits:
-        return est.as_dict()
+        return est
     say(f"estimated peak {est.total_gib:.2f} GiB per GPU")
     for line in result.report.lines:
         say(line)
@@ -153,7 +152,7 @@ def check_fit(
         return check_fit(cfg, gpus, fit=False, force=force, say=say, fsdp=fsdp)
     if force:
         say("--force: running anyway")
-        return est.as_dict()
+        return est
     raise LfTunerError(
         "estimate: the run does not fit the free GPU memory; rerun with --fit to apply the first "
         "change above, or --force to run anyway"
@@ -161,7 +160,7 @@ def check_fit(
 
 
 def prepare_output_dir(
-    cfg: dict[str, Any], config: Path | None, *, resume: bool, overwrite: bool, rank: int
+    cfg: TrainConfig, config: Path | None, *, resume: bool, overwrite: bool, rank: int
 ) -> Path:
     """Refuse a non-empty output_dir unless `resume` or `overwrite`; set overwrite_output_dir to match.
 
@@ -193,7 +192,7 @@ def prepare_output_dir(
     return out
 
 
-def check_config(cfg: dict[str, Any]) -> None:
+def check_config(cfg: TrainConfig) -> None:
     """Raise one error listing every schema problem and every missing file (model, data, DeepSpeed JSON)."""
     from lf_tuner.config import check_config as check_schema
 
@@ -218,15 +217,20 @@ def gpu_ids(gpus: Sequence[GpuInfo], select: str | None, *, cpu: bool) -> list[i
 class Plan:
     """What preflight decided: the config and where it goes, the command, the GPUs and the estimate."""
 
-    cfg: dict[str, Any]
+    cfg: TrainConfig
     command: Command
     config_path: Path  # kept in output_dir
     staged_path: Path  # the path the child is given (a copy elsewhere when torchrun would split config_path)
     output_dir: Path
     gpus: list[GpuInfo]
-    estimate: dict[str, Any] | None
+    estimate: Estimate | None
     nnodes: int = 1
     node_rank: int = 0
+
+    @property
+    def estimated_gib(self) -> float | None:
+        """The estimated peak per GPU as the plan and the run record show it (GiB, 3 decimals)."""
+        return None if self.estimate is None else round(self.estimate.total_gib, 3)
 
     @property
     def log_path(self) -> Path:
@@ -248,7 +252,7 @@ class Plan:
             "argv": self.command.argv,
             "env": self.command.env,
             "gpus": [gpu_summary(g) for g in self.gpus],
-            "estimate": self.estimate,
+            "estimate": None if self.estimate is None else self.estimate.as_dict(),
             "output_dir": str(self.output_dir),
         }
 
@@ -258,7 +262,7 @@ class Plan:
         gpus = ", ".join(f"{g['index']} {g['name']} ({g['free_gib']:.1f} GiB free)" for g in shown)
         staged = f" (staged as {self.staged_path})" if self.staged_path != self.config_path else ""
         env = " ".join(f"{k}={v}" for k, v in self.command.env.items())
-        est = f"{self.estimate['total_gib']:.2f} GiB per GPU" if self.estimate else "unavailable"
+        est = "unavailable" if self.estimated_gib is None else f"{self.estimated_gib:.2f} GiB per GPU"
         return [
             f"gpus:     {gpus or 'none (CPU)'}",
             f"estimate: {est}",
@@ -269,10 +273,10 @@ class Plan:
 
 
 def make_plan(
-    cfg: dict[str, Any],
+    cfg: TrainConfig,
     output_dir: Path,
     gpus: list[GpuInfo],
-    estimate: dict[str, Any] | None,
+    estimate: Estimate | None,
     *,
     cli: str,
     select: str | None,

@@ -13,9 +13,10 @@ import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -157,9 +158,23 @@ def read_json(path: Path) -> Any:
         return None
 
 
+@dataclass(frozen=True)
+class RunMetrics:
+    """What a run's files say about it (RunRecord's fields of the same names); None where they say nothing."""
+
+    final_train_loss: float | None
+    final_eval_loss: float | None
+    mean_train_loss: float | None
+    throughput_tokens_per_s: float | None
+    steps: int | None
+    total_steps: int | None
+    measured_peak_gib: float | None
+    measured_source: str | None  # "nvml" (the process group) or "torch reserved + CUDA context"
+
+
 def collect_metrics(
     output_dir: Path, trainer_log: list[dict[str, Any]], *, on_gpu: bool, nvml_peak_bytes: int | None = None
-) -> dict[str, Any]:
+) -> RunMetrics:
     """Final losses, steps, throughput and measured peak memory from the files a run leaves behind."""
     state = read_json(output_dir / "trainer_state.json")
     history: list[dict[str, Any]] = []
@@ -212,16 +227,16 @@ def collect_metrics(
     def clean(value: float | None) -> float | None:
         return value if value is None or math.isfinite(value) else None
 
-    return {
-        "final_train_loss": final_train if final_train is None or math.isfinite(final_train) else None,
-        "final_eval_loss": clean(final_eval),
-        "mean_train_loss": clean(mean_train),
-        "throughput_tokens_per_s": clean(throughput),
-        "steps": int(steps) if steps is not None else None,
-        "total_steps": int(total) if total is not None else None,
-        "measured_peak_gib": peak,
-        "measured_source": source,
-    }
+    return RunMetrics(
+        final_train_loss=clean(final_train),
+        final_eval_loss=clean(final_eval),
+        mean_train_loss=clean(mean_train),
+        throughput_tokens_per_s=clean(throughput),
+        steps=int(steps) if steps is not None else None,
+        total_steps=int(total) if total is not None else None,
+        measured_peak_gib=peak,
+        measured_source=source,
+    )
 
 
 # --------------------------------------------------------------------------------------------- index
@@ -248,25 +263,30 @@ CREATE TABLE IF NOT EXISTS runs (
 )
 """
 
-INDEX_COLUMNS = (
-    "id",
-    "started_at",
-    "ended_at",
-    "status",
-    "exit_code",
-    "model",
-    "config_hash",
-    "config_path",
-    "output_dir",
-    "record_path",
-    "gpus",
-    "estimated_peak_gib",
-    "measured_peak_gib",
-    "final_train_loss",
-    "final_eval_loss",
-    "runtime_s",
-    "throughput_tokens_per_s",
-)
+
+class IndexedRun(TypedDict):
+    """A run as the index holds it (one row of `runs`; `lf-tuner runs --json` prints these)."""
+
+    id: int
+    started_at: str
+    ended_at: str
+    status: str
+    exit_code: int
+    model: str | None
+    config_hash: str
+    config_path: str
+    output_dir: str
+    record_path: str
+    gpus: str  # names, comma-separated; "cpu" for a CPU run
+    estimated_peak_gib: float | None
+    measured_peak_gib: float | None
+    final_train_loss: float | None
+    final_eval_loss: float | None
+    runtime_s: float
+    throughput_tokens_per_s: float | None
+
+
+INDEX_COLUMNS = tuple(IndexedRun.__annotations__)
 
 
 def index_path() -> Path:
@@ -356,9 +376,17 @@ def add_to_index(record: RunRecord, record_path: Path, db: Path | None = None) -
         return int(cursor.lastrowid or 0)
 
 
+def peak_error(run: IndexedRun) -> float:
+    """(estimated - measured) / measured peak of a run that has both (those `list_runs(calibration=True)` lists)."""
+    estimated, measured = run["estimated_peak_gib"], run["measured_peak_gib"]
+    if estimated is None or measured is None:
+        raise ValueError(f"run {run['id']} lacks an estimated or a measured peak")
+    return (estimated - measured) / measured
+
+
 def list_runs(
     *, limit: int | None = None, status: str | None = None, calibration: bool = False, db: Path | None = None
-) -> list[dict[str, Any]]:
+) -> list[IndexedRun]:
     """Runs, newest first. `calibration` keeps only runs with both an estimated and a measured peak."""
     where: list[str] = []
     params: list[Any] = []
@@ -379,4 +407,4 @@ def list_runs(
     if not path.exists():
         return []
     with _connect(path) as conn:
-        return [dict(row) for row in conn.execute(sql, params)]
+        return [cast(IndexedRun, dict(row)) for row in conn.execute(sql, params)]

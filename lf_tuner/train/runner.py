@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, cast
 
 from lf_tuner.train import Status
 from lf_tuner.train.command import Command
@@ -23,21 +23,31 @@ from lf_tuner.train.records import (
 )
 from lf_tuner.train.watch import TRAINER_LOG, ChildResult, Progress, StopSignals, run_child, signal_name
 
+if TYPE_CHECKING:
+    from lf_tuner.config import TrainConfig
 
-def next_oom_change(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+
+class OomChange(NamedTuple):
+    """What a retry after out-of-memory changes: in words, and as config keys."""
+
+    description: str
+    overrides: TrainConfig
+
+
+def next_oom_change(cfg: Mapping[str, Any]) -> OomChange | None:
     """What to change after an out-of-memory failure: halve the micro-batch (same effective batch), then Liger."""
     batch = int(cfg.get("per_device_train_batch_size", 8))  # the Hugging Face default
     accum = int(cfg.get("gradient_accumulation_steps", 1))
     if batch > 1:
         new_batch = batch // 2
         new_accum = -(-batch * accum // new_batch)
-        return (
+        return OomChange(
             f"per_device_train_batch_size {batch} -> {new_batch}, gradient_accumulation_steps {accum} -> "
             f"{new_accum} (effective batch {batch * accum} -> {new_batch * new_accum})",
             {"per_device_train_batch_size": new_batch, "gradient_accumulation_steps": new_accum},
         )
     if not cfg.get("enable_liger_kernel"):
-        return (
+        return OomChange(
             "enable_liger_kernel false -> true (fused cross-entropy, no full logits; needs liger-kernel)",
             {"enable_liger_kernel": True},
         )
@@ -62,17 +72,17 @@ def child_status(result: ChildResult) -> tuple[str, int]:
 class Attempt:
     """One start of the child: the config it ran with and how it ended."""
 
-    cfg: dict[str, Any]
+    cfg: TrainConfig
     result: ChildResult
     status: str
     exit_code: int
 
 
 def run_with_retries(
-    cfg: dict[str, Any],
+    cfg: TrainConfig,
     command: Command,
     *,
-    write_config: Callable[[dict[str, Any]], None],
+    write_config: Callable[[TrainConfig], None],
     output_dir: Path,
     log_path: Path,
     retry_oom: int = 0,
@@ -81,14 +91,14 @@ def run_with_retries(
     on_retry: Callable[[int, str], None] | None = None,
     echo: IO[str] | None = None,
     signals: StopSignals | None = None,
-) -> tuple[list[Attempt], list[tuple[str, dict[str, Any]]]]:
+) -> tuple[list[Attempt], list[OomChange]]:
     """Run the child; after an out-of-memory failure rewrite the config with the next change and run again.
 
     Returns every attempt and, per retry, (description, overrides). `signals` (entered by the caller) stops the
     run and any retry when lf-tuner is told to stop.
     """
     attempts: list[Attempt] = []
-    changes: list[tuple[str, dict[str, Any]]] = []
+    changes: list[OomChange] = []
     current = dict(cfg)
     while True:
         if current.get("overwrite_output_dir"):
@@ -137,7 +147,7 @@ def failure_reason(attempt: Attempt) -> str | None:
 def build_record(
     plan: Plan,
     attempts: Sequence[Attempt],
-    changes: Sequence[tuple[str, dict[str, Any]]],
+    changes: Sequence[OomChange],
     *,
     log_path: Path,
     started_at: str,
@@ -164,13 +174,13 @@ def build_record(
         gpus=[GpuRecord(**gpu_summary(g)) for g in plan.gpus],
         nnodes=plan.nnodes,
         node_rank=plan.node_rank,
-        estimated_peak_gib=(plan.estimate or {}).get("total_gib"),
+        estimated_peak_gib=plan.estimated_gib,
         runtime_s=round(sum(a.result.runtime_s for a in attempts), 2),
         started_at=started_at,
         ended_at=now_iso(),
         retries=[Retry(attempt=i + 2, description=d, overrides=ov) for i, (d, ov) in enumerate(changes)],
         log_path=str(log_path.absolute()),
-        **metrics,
+        **asdict(metrics),
     )
 
 

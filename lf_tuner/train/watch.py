@@ -333,20 +333,30 @@ def kill_group(pgid: int, grace_s: float = 5.0) -> None:
     _killpg(pgid, signal.SIGKILL)
 
 
-def _pump(
-    stream: IO[str], log: IO[str], tail: deque[str], flags: dict[str, Any], echo: IO[str] | None
-) -> None:
+@dataclass
+class _Output:
+    """What the child's output has said so far (its reader thread writes, the watch reads)."""
+
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))  # its last lines
+    oom: bool = False
+    nan_line: str | None = None  # the first NaN/inf loss the trainer printed, e.g. "loss nan"
+
+    def diverged(self) -> str | None:
+        return self.nan_line and f"{self.nan_line} in the training output"
+
+
+def _pump(stream: IO[str], log: IO[str], seen: _Output, echo: IO[str] | None) -> None:
     for line in iter(stream.readline, ""):
         log.write(line)
         log.flush()
         if echo is not None:
             echo.write(line)
             echo.flush()
-        tail.append(line.rstrip("\n"))
+        seen.tail.append(line.rstrip("\n"))
         if OOM_PATTERN.search(line):
-            flags["oom"] = True
-        if flags.get("nan_line") is None and (m := NAN_LINE_PATTERN.search(line)):
-            flags["nan_line"] = f"{m.group(1)} {m.group(2)}"
+            seen.oom = True
+        if seen.nan_line is None and (m := NAN_LINE_PATTERN.search(line)):
+            seen.nan_line = f"{m.group(1)} {m.group(2)}"
     stream.close()
 
 
@@ -417,8 +427,7 @@ def _watch(
     env.setdefault("PYTHONUNBUFFERED", "1")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     trainer_log = TrainerLog(output_dir / TRAINER_LOG)
-    tail: deque[str] = deque(maxlen=40)
-    flags: dict[str, Any] = {"oom": False, "nan_line": None}
+    seen = _Output()
     diverged: str | None = None
     stopped_for: str | None = None
     watch = Divergence(divergence_factor)
@@ -442,7 +451,7 @@ def _watch(
             raise LfTunerError(f"llamafactory-cli: cannot start {command.argv[0]!r}: {exc.strerror}") from exc
         assert proc.stdout is not None
         tree = ProcessTree(proc.pid)
-        reader = threading.Thread(target=_pump, args=(proc.stdout, log, tail, flags, echo), daemon=True)
+        reader = threading.Thread(target=_pump, args=(proc.stdout, log, seen, echo), daemon=True)
         reader.start()
         stop_sent_at: float | None = None
         received: int | None = None
@@ -464,7 +473,7 @@ def _watch(
                         if diverged is None and (found := watch.check(entry)):
                             diverged = found
                     if diverged is None and not finished:
-                        diverged = flags["nan_line"] and f"{flags['nan_line']} in the training output"
+                        diverged = seen.diverged()
                         if diverged is None and trainer_log.entries:
                             diverged = divergence_in_state(output_dir)
                     if finished:
@@ -487,15 +496,15 @@ def _watch(
             proc.wait()
             reader.join(timeout=5)
     if diverged is None:
-        diverged = flags["nan_line"] and f"{flags['nan_line']} in the training output"
+        diverged = seen.diverged()
     if diverged is None:
         diverged = divergence_in_state(output_dir)
     return ChildResult(
         returncode=proc.returncode,
-        oom=bool(flags["oom"]),
+        oom=seen.oom,
         interrupted_by=received,
         diverged=diverged,
-        tail=list(tail),
+        tail=list(seen.tail),
         runtime_s=time.monotonic() - started,
         trainer_log=trainer_log.entries,
         nvml_peak_bytes=gpu_peak.peak_bytes,
