@@ -34,6 +34,7 @@ from lf_tuner.sweep.space import (
 )
 from lf_tuner.sweep.spec import SpecError, StageSpec, SweepSpec
 from lf_tuner.sweep.storage import (
+    HIDDEN,
     STUDY_NAME,
     DirLock,
     Pointer,
@@ -44,6 +45,7 @@ from lf_tuner.sweep.storage import (
     open_storage,
     prepare_dir,
     refuse_foreign,
+    stage_study_name,
     write_pointer,
 )
 from lf_tuner.sweep.trial import (
@@ -74,7 +76,7 @@ HEARTBEAT_S = 30.0  # how often a running trial says it is alive (for machines t
 STALE_S = 600.0  # a trial on another machine silent this long is taken to be dead
 READY_WAIT_S = 120.0  # how long to wait for another process to finish setting up a stage's study
 # trials that are not part of a stage's budget
-NOT_COUNTED = ("requeued", "imported_from", "skipped", "surplus")
+NOT_COUNTED = ("requeued", "imported_from", *HIDDEN)
 
 Emit = Callable[[str], None]
 
@@ -156,10 +158,6 @@ def check_trial_configs(spec: SweepSpec, base: TrainConfig, points: list[dict[st
 
 def describe(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-
-
-def stage_study_name(base: str, stage: str) -> str:
-    return base if stage == "main" else f"{base}:{stage}"
 
 
 def counted(t: optuna.trial.FrozenTrial) -> bool:
@@ -369,7 +367,7 @@ class Sweep:
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
                 if t.values is None:
                     continue
-                if best is None or (t.values[0] < best.values[0]) == (goal == "minimize"):
+                if _improves(t, best, goal):
                     best = t
         if best is None:
             return None
@@ -688,6 +686,11 @@ def _space_text(space: Space) -> str:
     return ", ".join(parts)
 
 
+def _improves(t: optuna.trial.FrozenTrial, best: optuna.trial.FrozenTrial | None, goal: str) -> bool:
+    """Whether a completed trial takes the place of the best so far on the first metric."""
+    return best is None or (t.values[0] < best.values[0]) == (goal == "minimize")
+
+
 def summarize(studies: dict[str, optuna.Study], spec: SweepSpec) -> Summary:
     from optuna.trial import TrialState
 
@@ -696,17 +699,13 @@ def summarize(studies: dict[str, optuna.Study], spec: SweepSpec) -> Summary:
     best: tuple[str, optuna.trial.FrozenTrial] | None = None
     for stage, study in studies.items():
         for t in study.get_trials(deepcopy=False):
-            if t.user_attrs.get("skipped") or t.user_attrs.get("surplus"):
+            if any(t.user_attrs.get(h) for h in HIDDEN):
                 continue
             status = str(t.user_attrs.get("status", "running" if t.state == TrialState.RUNNING else "queued"))
             if t.user_attrs.get("imported_from"):
                 status = "imported"
             summary.counts[status] = summary.counts.get(status, 0) + 1
-            if (
-                t.state == TrialState.COMPLETE
-                and t.values
-                and (best is None or (t.values[0] < best[1].values[0]) == (goal == "minimize"))
-            ):
+            if t.state == TrialState.COMPLETE and t.values and _improves(t, best and best[1], goal):
                 best = (stage, t)
         if spec.multi:
             summary.pareto += len(study.best_trials)

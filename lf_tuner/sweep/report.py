@@ -19,6 +19,7 @@ import yaml
 from lf_tuner.errors import LfTunerError
 from lf_tuner.sweep.importance import Importance, assess, kind_of
 from lf_tuner.sweep.storage import (
+    HIDDEN,
     JOURNAL_FILE,
     POINTER_FILE,
     Pointer,
@@ -26,6 +27,7 @@ from lf_tuner.sweep.storage import (
     journal_storage,
     open_storage,
     read_pointer,
+    stage_study_name,
 )
 from lf_tuner.sweep.trial import CONFIG_FILE, curve
 
@@ -33,7 +35,6 @@ if TYPE_CHECKING:
     import optuna
 
 BEST_MARK = "★"
-HIDDEN = ("skipped", "surplus")  # bookkeeping trials: a grid point measured already, a draw beyond the budget
 
 
 @dataclass
@@ -212,8 +213,6 @@ def _row(t: optuna.trial.FrozenTrial, stage: str) -> TrialRow:
 def load_results(sweep_dir: Path, importance: bool = True, storage_url: str | None = None) -> SweepResults:
     """Read a sweep's studies (every stage that has begun) from its storage."""
     import optuna
-
-    from lf_tuner.sweep.engine import stage_study_name
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pointer = read_pointer(sweep_dir) or Pointer()

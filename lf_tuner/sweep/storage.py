@@ -28,6 +28,7 @@ STUDY_NAME = "lf-tuner-sweep"
 POINTER_FILE = "sweep.json"  # which storage and study a sweep folder belongs to
 TRIAL_MARK = ".lf-tuner-trial"  # in every trial folder: the token of the study that made it
 TRIAL_DIR = re.compile(r"^trial-.*\d{3}$")
+HIDDEN = ("skipped", "surplus")  # bookkeeping trials: a grid point measured already, a draw beyond the budget
 _RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 # SQLAlchemy's default driver for each scheme, and how to install it
 _DRIVERS = {
@@ -196,6 +197,11 @@ def check_before_start(sweep_dir: Path, url: str | None, study: str) -> None:
 
 
 # --------------------------------------------------------------------------- storage URLs
+
+
+def stage_study_name(base: str, stage: str) -> str:
+    """The optuna study of one stage of the sweep `base` (the first stage's is `base` itself)."""
+    return base if stage == "main" else f"{base}:{stage}"
 
 
 def mask(url: str) -> str:
