@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from lf_tuner.config import load_mapping
 from lf_tuner.errors import LfTunerError, Problem
 from lf_tuner.sweep.space import (
@@ -61,7 +59,7 @@ from lf_tuner.sweep.trial import (
     trial_dir_name,
     write_trial_config,
 )
-from lf_tuner.train import kill_group, process_start
+from lf_tuner.train import kill_group, process_start, write_config
 
 if TYPE_CHECKING:
     import optuna
@@ -770,4 +768,4 @@ def save_copies(spec_path: Path, sweep_dir: Path, base: TrainConfig) -> None:
         copy.write_text(spec_path.read_text())
     base_copy = sweep_dir / BASE_COPY
     if not base_copy.exists():
-        base_copy.write_text(yaml.safe_dump(base, sort_keys=False))
+        write_config(base, base_copy)

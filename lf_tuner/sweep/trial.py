@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from lf_tuner.errors import LfTunerError
 from lf_tuner.sweep.spec import INTERMEDIATE_GOALS, MetricSpec, SweepSpec
 from lf_tuner.sweep.storage import TRIAL_MARK
@@ -29,6 +27,7 @@ from lf_tuner.train import (
     TrainerLog,
     read_json,
     run_child,
+    write_config,
 )
 from lf_tuner.train import STATUSES as RUN_STATUSES
 
@@ -95,7 +94,7 @@ def write_trial_config(job: TrialJob, cfg: TrainConfig, token: str) -> None:
     """The trial's folder, marked as this study's (so a later sweep never takes it for its own), and its YAML."""
     job.trial_dir.mkdir(parents=True, exist_ok=True)
     (job.trial_dir / TRIAL_MARK).write_text(token + "\n")
-    job.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    write_config(cfg, job.config_path)
 
 
 # --- launchers: pure functions from a job to the command; the seam between the sweep and `run` ---

@@ -17,7 +17,7 @@ Status = Literal["completed", "failed", "oom", "interrupted", "diverged"]
 STATUSES: tuple[str, ...] = ("completed", "failed", "oom", "interrupted", "diverged")
 
 if TYPE_CHECKING:
-    from lf_tuner.train.command import Command, build_command
+    from lf_tuner.train.command import Command, build_command, write_config
     from lf_tuner.train.gpus import (
         GpuInfo,
         GpuSummary,
@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Command",
     "build_command",
+    "write_config",
     "GpuInfo",
     "GpuSummary",
     "ProcessGroupPeak",
