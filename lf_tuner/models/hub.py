@@ -64,7 +64,8 @@ def hf_cache_root(opts: HubOptions | None = None) -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def _repo_folder(root: Path, repo_id: str) -> Path:
+def repo_folder(root: Path, repo_id: str) -> Path:
+    """Where huggingface_hub keeps a model repository in the cache at `root`."""
     return root / ("models--" + repo_id.replace("/", "--"))
 
 
@@ -74,7 +75,7 @@ def in_hf_cache(repo_id: str, filename: str = CONFIG, opts: HubOptions | None = 
 
 
 def _cached(root: Path, repo_id: str, filename: str, opts: HubOptions | None) -> Path | None:
-    if "/" not in repo_id or not _repo_folder(root, repo_id).is_dir():
+    if "/" not in repo_id or not repo_folder(root, repo_id).is_dir():
         return None
     from huggingface_hub import try_to_load_from_cache
 

@@ -29,14 +29,16 @@ class ModelRow:
         return asdict(self)
 
 
-def _params(item: catalog.CatalogConfig) -> tuple[str | None, int | None]:
+def _facts(item: catalog.CatalogConfig) -> tuple[str | None, int | None, str | None]:
+    """(model_type, parameters, template) of a catalog entry; no count or template outside the fast path."""
     model_type = str(item.config.get("model_type") or "") or None
     if model_type not in FAMILIES:
-        return model_type, None  # counting it means building it with transformers: `lf-tuner estimate` does
+        return model_type, None, None  # counting it means building it with transformers: `estimate` does
     try:
-        return model_type, arch_from_config(dict(item.config), item.key).total_params
+        arch = arch_from_config(dict(item.config), item.key)
     except LfTunerError:
-        return model_type, None
+        return model_type, None, None
+    return model_type, arch.total_params, arch.template
 
 
 def list_models(query: str | None = None) -> list[ModelRow]:
@@ -49,14 +51,14 @@ def list_models(query: str | None = None) -> list[ModelRow]:
     def available(hub_id: str, known: catalog.CatalogConfig | None) -> str:
         if known is not None:
             return "catalog"
-        return "cache" if (root / ("models--" + hub_id.replace("/", "--"))).is_dir() else "download"
+        return "cache" if hub.repo_folder(root, hub_id).is_dir() else "download"
 
     for reg in catalog.registry().values():
         hub_id = reg.hf or ""
         if needle and needle not in reg.name.lower() and needle not in hub_id.lower():
             continue
         known = catalog.configs().get(hub_id.lower())
-        model_type, params = _params(known) if known else (None, None)
+        model_type, params, _ = _facts(known) if known else (None, None, None)
         rows.append(
             ModelRow(
                 reg.name,
@@ -73,12 +75,12 @@ def list_models(query: str | None = None) -> list[ModelRow]:
         )
         seen.add(hub_id.lower())
     for item in catalog.entries():
+        facts = None  # the same for every id of the entry: computed once, when one is listed
         for hub_id in item.ids:
             if hub_id.lower() in seen or (needle and needle not in hub_id.lower()):
                 continue
             seen.add(hub_id.lower())
-            model_type, params = _params(item)
+            model_type, params, template = facts = facts or _facts(item)
             name = item.names[0] if item.names and hub_id == item.key else hub_id.rsplit("/", 1)[-1]
-            template = arch_from_config(dict(item.config), hub_id).template if params is not None else None
             rows.append(ModelRow(name, hub_id, template, "catalog", model_type, params, registered=False))
     return rows
