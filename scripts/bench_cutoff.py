@@ -264,7 +264,7 @@ def build_tokenizer(directory: Path, words: list[str], vocab: int) -> Path:
 def side_lftuner(tok: Path, data: Path, template: str) -> tuple[list[int], float]:
     t0 = time.perf_counter()
     from lf_tuner.chat import get_template
-    from lf_tuner.data.datasets import resolve_datasets
+    from lf_tuner.data import resolve_datasets
     from lf_tuner.lengths.counters import load_hf_tokenizer
     from lf_tuner.lengths.measure import LengthCounter
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 HAS_LLAMAFACTORY = importlib.util.find_spec("llamafactory") is not None
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from lf_tuner.cli import cli
+from tests.conftest import HAS_TRANSFORMERS
 from tests.lf_data import build_bpe_tokenizer, write_dataset_dir
 
 
@@ -39,7 +40,7 @@ def test_table_is_exact(tmp_path: Path, tok: Path) -> None:
     lines = out.splitlines()
     assert lines[0] == f"dataset   d.json: alpaca (detected), {data}"
     assert lines[1:3] == [
-        "template  empty   tokenizer tok (tokenizers)",
+        f"template  empty   tokenizer tok ({'transformers' if HAS_TRANSFORMERS else 'tokenizers'})",
         "rows      5 read, 5 samples, 0 skipped",
     ]
     assert lines[4:8] == [
@@ -203,7 +204,7 @@ def test_list_templates() -> None:
 
 def test_measure_config_cutoff_matches_the_command(tmp_path: Path, tok: Path) -> None:
     from lf_tuner.errors import LfTunerError
-    from lf_tuner.lengths.measure import measure_config_cutoff
+    from lf_tuner.lengths import measure_config_cutoff
 
     d = write_dataset_dir(tmp_path / "data", n=10)
     cfg = {"model_name_or_path": str(tok), "dataset": "alp, sg", "dataset_dir": str(d), "template": "qwen"}

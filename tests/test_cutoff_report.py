@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from lf_tuner.config.files import load_mapping
-from lf_tuner.data.datasets import DatasetAttr
+from lf_tuner.data import DatasetAttr
 from lf_tuner.errors import LfTunerError
 from lf_tuner.lengths import report as cutoff_report
-from lf_tuner.lengths.measure import Measurement, histogram, recommend, stats_table
+from lf_tuner.lengths import Measurement, histogram, recommend, stats_table
 from lf_tuner.memory import lora_vram_gib
+from tests.conftest import HAS_TRANSFORMERS
 from tests.lf_data import build_bpe_tokenizer, write_dataset_dir
 from tests.tiny import TINY_CONFIG
 
@@ -28,6 +29,13 @@ def tok(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Counted:
     label = "fake (tokenizers)"
     approximate = False
+    approximate_reason = None
+
+
+class Tiktoken(Counted):
+    label = "o200k_base (tiktoken, approximate)"
+    approximate = True
+    approximate_reason = "counted with a tiktoken encoding, not the model's tokenizer"
 
 
 def _measurement(totals: list[int], **kw: Any) -> Measurement:
@@ -82,8 +90,9 @@ def test_token_counter_choice(tmp_path: Path, tok: Path) -> None:
         cutoff_report.token_counter(tok, None, None),
         cutoff_report.token_counter(None, None, str(tok)),
     )
-    assert given is not None and given.label == "tok (tokenizers)"
-    assert own is not None and own.label == "tok (tokenizers)"  # the model directory's own
+    label = f"tok ({'transformers' if HAS_TRANSFORMERS else 'tokenizers'})"
+    assert given is not None and given.label == label
+    assert own is not None and own.label == label  # the model directory's own
 
 
 def test_lora_vram(tmp_path: Path) -> None:
@@ -100,7 +109,7 @@ def test_build_report_adds_config_truncation() -> None:
     rec = recommend(list(m.total), multiple=8)
     result = cutoff_report.build_report(
         m, rec, template="empty", counter=Counted(), cfg={"cutoff_len": "10"}, vram_gib=None
-    )
+    ).to_dict()
     assert (result["recommended_cutoff"], result["template"], result["tokenizer"]) == (
         160,
         "empty",
@@ -110,19 +119,20 @@ def test_build_report_adds_config_truncation() -> None:
     assert "lora_vram_gib" not in result
     assert "config_cutoff_len" not in cutoff_report.build_report(
         m, rec, template="empty", counter=Counted(), cfg={}, vram_gib=None
-    )
+    ).to_dict()
 
 
 def test_human_lines() -> None:
-    m = _measurement([4, 8, 12, 16, 160], approximate_rows=2, skipped=Counter({"missing column": 1}))
+    m = _measurement([4, 8, 12, 16, 160], skipped=Counter({"missing column": 1}))
     rec = recommend(list(m.total), multiple=128, max_positions=128)
     attr = DatasetAttr(name="d.json", files=[Path("/data/d.json")], detected=True)
-    result = {"approximate": True, "template": "qwen", "tokenizer": "o200k_base (tiktoken, approximate)",
-              "skipped": 1, "config_cutoff_len": 16, "config_truncated": 1, "lora_vram_gib": 1.5,
-              "dropped": 1, "written": 4}  # fmt: skip
+    result = cutoff_report.build_report(m, rec, template="qwen", counter=Tiktoken(), cfg={"cutoff_len": 16},
+                                        vram_gib=1.5)  # fmt: skip
+    result.dropped, result.written = 1, 4
+    assert result.to_dict()["approximate_reasons"] == {Tiktoken.approximate_reason: 5}
     assert cutoff_report.human_lines(m, rec, result, [attr]) == [
         "dataset   d.json: alpaca (detected), /data/d.json",
-        "template  qwen   tokenizer o200k_base (tiktoken, approximate)  (APPROXIMATE: not the model's tokenizer)",
+        "template  qwen   tokenizer o200k_base (tiktoken, approximate)  (APPROXIMATE)",
         "rows      5 read, 5 samples, 1 skipped",
         "",
         "\n".join(stats_table(m)),
@@ -133,7 +143,7 @@ def test_human_lines() -> None:
         "  truncates 1 of 5 samples (20.00%), 16.00% of all tokens",
         "  config cutoff_len 16 truncates 1 samples",
         "  LoRA VRAM at cutoff_len 128, batch 1: 1.50 GiB",
-        "  2 samples use tools/function calls: tool prompts counted as raw JSON",
+        f"  APPROXIMATE: 5 samples: {Tiktoken.approximate_reason}",
         "dropped 1 samples; wrote 4 rows",
     ]
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lf_tuner.data import datasets
-from lf_tuner.data.datasets import attr_for_file, convert, iter_rows, resolve_datasets, write_filtered
+from lf_tuner import data as datasets
+from lf_tuner.data import readers
+from lf_tuner.data import attr_for_file, convert, iter_rows, resolve_datasets, write_filtered
 from lf_tuner.errors import LfTunerError
 from tests.lf_data import alpaca_rows, sharegpt_rows, write_dataset_dir
 
@@ -76,7 +77,7 @@ def test_openai_appends_detailed_thinking_off() -> None:
 
 
 def test_json_array_streams_across_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(datasets, "_CHUNK", 64)
+    monkeypatch.setattr(readers, "_CHUNK", 64)
     rows = alpaca_rows(50) + [{"instruction": "n", "output": "x", "num": 12345678901234567890}]
     path = tmp_path / "a.json"
     path.write_text(json.dumps(rows, ensure_ascii=False, indent=2))

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lf_tuner.chat import Message, get_template, template_names
-from lf_tuner.data.datasets import DatasetAttr, convert, iter_rows, resolve_datasets
+from lf_tuner.data import DatasetAttr, convert, iter_rows, resolve_datasets
 from lf_tuner.errors import LfTunerError
 from lf_tuner.lengths.counters import GPT2_PATTERN, HFTokenCounter, ascii_pattern, load_hf_tokenizer
-from lf_tuner.lengths.measure import LengthCounter, Stats, histogram, percentile, recommend
+from lf_tuner.lengths import LengthCounter, Stats, histogram, percentile, recommend
 
 
 def test_percentile_is_nearest_rank() -> None:

@@ -58,7 +58,7 @@ def test_lengths_equal_llamafactory(
     template: str, setup: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from lf_tuner.chat import get_template
-    from lf_tuner.data.datasets import resolve_datasets
+    from lf_tuner.data import resolve_datasets
     from lf_tuner.lengths.counters import load_hf_tokenizer
     from lf_tuner.lengths.measure import LengthCounter
 

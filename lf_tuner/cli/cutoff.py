@@ -18,6 +18,8 @@ import click
     "--format", "fmt", type=click.Choice(["alpaca", "sharegpt", "openai"]), help="Data format [detected]."
 )
 @click.option("--template", help="LLaMA-Factory template name (qwen3, llama3, mistral, ...).")
+@click.option("--stage", type=click.Choice(["pt", "sft", "rm", "dpo", "kto"]),
+              help="Training stage: which processor's lengths [the config's, else sft].")  # fmt: skip
 @click.option(
     "--tokenizer", type=click.Path(path_type=Path), help="Model or tokenizer directory [the model's]."
 )
@@ -42,7 +44,7 @@ import click
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
 @click.option("--list-templates", is_flag=True, help="List LLaMA-Factory template names and exit.")
 def command(data: Path | None, dataset: str | None, dataset_dir: Path | None, config_path: Path | None,
-            fmt: str | None, template: str | None, tokenizer: Path | None, tiktoken_spec: str | None,
+            fmt: str | None, template: str | None, stage: str | None, tokenizer: Path | None, tiktoken_spec: str | None,
             model: str | None, percentile: float, multiple: int, max_samples: int | None, strict: bool,
             plot: Path | None, as_json: bool, drop_longer_than: int | None, output: Path | None, force: bool,
             list_templates: bool) -> None:  # fmt: skip
@@ -54,10 +56,9 @@ def command(data: Path | None, dataset: str | None, dataset_dir: Path | None, co
     lf-tuner cutoff --config train.yaml --json
     lf-tuner cutoff data.jsonl --tiktoken o200k_base --template qwen3 --drop-longer-than 4096 --output short.jsonl
     """
+    from lf_tuner import lengths
     from lf_tuner.chat import template_names
     from lf_tuner.config import load_mapping
-    from lf_tuner.lengths import measure as lengths
-    from lf_tuner.lengths import report as core
     from lf_tuner.memory import lora_vram_gib
 
     if list_templates:
@@ -73,35 +74,40 @@ def command(data: Path | None, dataset: str | None, dataset_dir: Path | None, co
     model = model or cfg.get("model_name_or_path")
     if data is not None and not data.exists():
         raise click.BadParameter(f"{data} does not exist", param_hint="DATA")
-    attrs = core.resolve_data(data, dataset, dataset_dir, cfg, fmt)
+    stage = lengths.config_stage(cfg, stage)
+    attrs = lengths.resolve_data(data, dataset, dataset_dir, cfg, fmt, stage)
     tpl = lengths.config_template(
-        {**cfg, **({"template": template} if template else {})}, core.model_template(model)
+        {**cfg, **({"template": template} if template else {})}, lengths.model_template(model)
     )
-    counter = core.token_counter(tokenizer, tiktoken_spec, model)
+    counter = lengths.token_counter(tokenizer, tiktoken_spec, model,
+                                    trust_remote_code=bool(cfg.get("trust_remote_code", False)))  # fmt: skip
     if counter is None:
         raise click.UsageError(
             "pass --tokenizer DIR (the model's own) or --tiktoken o200k_base (approximate)"
         )
-    m = lengths.LengthCounter(tpl, counter).measure(
+    measurer = lengths.config_counter(cfg, tpl, counter, lengths.model_folder(tokenizer, model), stage)
+    m = measurer.measure(
         attrs, max_samples=max_samples or cfg.get("max_samples"), strict=strict, keep_rows=output is not None
     )
     rec = lengths.recommend(list(m.total), percentile_=percentile, multiple=multiple,
                             max_positions=lengths.model_max_positions(model))  # fmt: skip
     vram = lora_vram_gib(model, cfg, rec.cutoff)
-    result = core.build_report(m, rec, template=tpl.name, counter=counter, cfg=cfg, vram_gib=vram)
+    report = lengths.build_report(m, rec, template=tpl.name, counter=counter, cfg=cfg, vram_gib=vram)
     if plot:
-        lengths.plot(m, rec, str(plot))
+        lengths.plot(m.total, rec, str(plot))
     if output and drop_longer_than:
         if len(attrs) != 1:
             raise click.UsageError("--output filters one dataset at a time; pass a single --dataset")
-        result["dropped"], result["written"] = core.drop_longer(attrs[0], m, drop_longer_than, output, force)
+        report.dropped, report.written = lengths.drop_longer(attrs[0], m, drop_longer_than, output, force)
         click.echo(
-            f"wrote {result['written']} rows to {output} (dropped {result['dropped']} samples over "
+            f"wrote {report.written} rows to {output} (dropped {report.dropped} samples over "
             f"{drop_longer_than} tokens)",
             err=True,
         )
     click.echo(
-        json.dumps(result, indent=2) if as_json else "\n".join(core.human_lines(m, rec, result, attrs))
+        json.dumps(report.to_dict(), indent=2)
+        if as_json
+        else "\n".join(lengths.human_lines(m, rec, report, attrs))
     )
     for location, reason in m.skipped_examples:
         click.echo(f"warning: skipped {location}: {reason}", err=True)

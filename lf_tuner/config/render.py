@@ -643,7 +643,7 @@ def _auto_cutoff(cfg: TrainConfig, pending: DatasetInfoUpdate | None) -> tuple[T
     scratch dataset_info.json (nothing of the user's is written here)."""
     import tempfile
 
-    from lf_tuner.lengths.measure import measure_config_cutoff
+    from lf_tuner.lengths import measure_config_cutoff
 
     if pending is None:
         value = measure_config_cutoff(cfg, percentile=95, multiple=128)

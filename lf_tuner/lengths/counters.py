@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NoReturn, Protocol
 
 from lf_tuner.errors import LfTunerError
 
@@ -49,11 +49,21 @@ class TokenCounter(Protocol):
 
     label: str
     approximate: bool
+    approximate_reason: str | None  # why counts are approximate, for the report
 
     def count(self, texts: list[str]) -> list[int]: ...
 
     def has_special(self, name: str) -> bool:
         """Whether the tokenizer has a `bos_token` / `eos_token` (after `prepare`)."""
+        ...
+
+    def special_text(self, name: str) -> str | None:
+        """The text of `bos_token` / `eos_token` (after `prepare`), None when the tokenizer has none."""
+        ...
+
+    @property
+    def add_bos_token(self) -> bool:
+        """The tokenizer's `add_bos_token` (LLaMA-Factory's pretraining processor prepends bos when set)."""
         ...
 
     def prepare(self, stop_words: list[str], replace_eos: bool) -> None:
@@ -69,23 +79,37 @@ def _token_text(value: Any) -> str | None:
     return None
 
 
+class _Shortcut(Protocol):
+    def count(self, text: str) -> int: ...
+
+
 @dataclass
 class HFTokenCounter:
-    """A Hugging Face fast tokenizer (`tokenizer.json`) through the `tokenizers` library."""
+    """A Hugging Face fast tokenizer through the `tokenizers` library.
+
+    `hf` is the transformers tokenizer when the tokenizer was loaded the way LLaMA-Factory loads it: special
+    tokens are then added through it (`prepare`), and the backend `tokenizers` object it holds counts.
+    """
 
     tokenizer: Any
     label: str
     special: dict[str, str | None] = field(default_factory=dict)
     approximate: bool = False
-    shortcut: bool = True  # count ASCII text with `PretokenCounter` where the tokenizer allows it
+    approximate_reason: str | None = None
+    shortcut: bool = True  # count with a pre-token shortcut where the tokenizer allows it
+    hf: Any = None
+    bos_on_pt: bool = False  # `add_bos_token` as the pretraining processor reads it
     # `count` is mostly Python (the shortcut): worker processes, not threads, make it faster.
     process_parallel: ClassVar[bool] = True
-    _pretokens: PretokenCounter | None = field(default=None, init=False, repr=False)
+    _pretokens: _Shortcut | None = field(default=None, init=False, repr=False)
     _pretokens_ready: bool = field(default=False, init=False, repr=False)
+    _via_hf: bool | None = field(default=None, init=False, repr=False)  # the backend disagrees with `hf`
 
     def count(self, texts: list[str]) -> list[int]:
         if not texts:
             return []
+        if self.hf is not None and self._backend_differs():
+            return [len(self.hf.encode(t, add_special_tokens=False)) for t in texts]
         fast = self.pretoken_counter()
         if fast is None:
             return self.encode_counts(texts)
@@ -103,17 +127,38 @@ class HFTokenCounter:
         encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
         return [len(e.ids) for e in encodings]
 
-    def pretoken_counter(self) -> PretokenCounter | None:
-        """The shortcut for ASCII text, built on first use (and again after `prepare` adds tokens)."""
+    def _backend_differs(self) -> bool:
+        """Whether the transformers tokenizer encodes differently from its backend (checked on probes once)."""
+        if self._via_hf is None:
+            self._via_hf = self.tokenizer is None or not _backend_matches(self.hf, self.tokenizer)
+            if self._via_hf:
+                log.warning("tokenizer: counting with transformers' encode (its backend encodes differently)")
+        return self._via_hf
+
+    def pretoken_counter(self) -> _Shortcut | None:
+        """The shortcut, built on first use (and again after `prepare` adds tokens)."""
         if not self._pretokens_ready:
-            self._pretokens = PretokenCounter.build(self.tokenizer) if self.shortcut else None
+            shortcut: _Shortcut | None = None
+            if self.shortcut:
+                shortcut = PretokenCounter.build(self.tokenizer) or MetaspaceCounter.build(self.tokenizer)
+            self._pretokens = shortcut
             self._pretokens_ready = True
         return self._pretokens
 
     def has_special(self, name: str) -> bool:
         return self.special.get(name) is not None
 
+    def special_text(self, name: str) -> str | None:
+        return self.special.get(name)
+
+    @property
+    def add_bos_token(self) -> bool:
+        return self.bos_on_pt
+
     def prepare(self, stop_words: list[str], replace_eos: bool) -> None:
+        if self.hf is not None:
+            self._prepare_transformers(stop_words, replace_eos)
+            return
         from tokenizers import AddedToken
 
         words = list(stop_words)
@@ -125,6 +170,32 @@ class HFTokenCounter:
             self._add("<|endoftext|>", AddedToken)
         for word in words:
             self._add(word, AddedToken)
+
+    def _prepare_transformers(self, stop_words: list[str], replace_eos: bool) -> None:
+        """`Template.fix_special_tokens` on the transformers tokenizer, call for call."""
+        hf = self.hf
+        words = list(stop_words)
+        if replace_eos:
+            if not words:
+                raise LfTunerError("template: stop words are required to replace the EOS token")
+            if hf.eos_token != words[0]:
+                hf.add_special_tokens({"eos_token": words[0]})
+            words = words[1:]
+        if hf.eos_token_id is None and hf.eos_token != "<|endoftext|>":
+            hf.add_special_tokens({"eos_token": "<|endoftext|>"})
+        if hf.pad_token_id is None:
+            hf.pad_token = hf.eos_token
+        if words:
+            try:
+                hf.add_special_tokens(
+                    dict(additional_special_tokens=words), replace_additional_special_tokens=False
+                )
+            except TypeError:
+                hf.add_special_tokens(dict(additional_special_tokens=words))
+        self.tokenizer = getattr(hf, "backend_tokenizer", None)
+        self.special.update(_transformers_specials(hf))
+        self._pretokens_ready = False
+        self._via_hf = None
 
     def _add(self, token: str | None, added_token: Any) -> None:
         if token is None:
@@ -388,8 +459,160 @@ def _ascii_identity(normalizer: Any) -> bool:
     return normalizer.get("type") in _ASCII_IDENTITY_NORMALIZERS
 
 
-def load_hf_tokenizer(directory: str | os.PathLike[str]) -> HFTokenCounter:
-    """A tokenizer directory (or tokenizer.json file); bos/eos from tokenizer_config.json / special_tokens_map.json."""
+# ---------------------------------------------------------------- the SentencePiece (Metaspace) shortcut
+
+_METASPACE = "\u2581"
+# Checked against `encode` when the shortcut is built: runs of spaces, leading/trailing spaces, non-ASCII text.
+_SP_PROBES = (
+    "Hello, world! It's 2024:  double  spaces   and\ttabs\nnew lines.\n\n  indented\n",
+    " leading space", "trailing space ", "   ", "", "a", "\u00fcber caf\u00e9 na\u00efve \u6771\u4eac \U0001f600 emoji",
+    "def f(x):\n    return x * 2  # comment\n", "x" * 40 + " " + "y" * 3,
+)  # fmt: skip
+
+
+@dataclass
+class MetaspaceCounter:
+    """Exact lengths for a SentencePiece-style BPE tokenizer (`Metaspace` pre-tokenizer with `split=False`, or
+    the older `Prepend("\u2581")` + `Replace(" ", "\u2581")` normalizer), one BPE call per distinct chunk.
+
+    Such a tokenizer runs BPE over a whole section of text (between added tokens) with spaces as "\u2581". A
+    merge can only join two symbols into a vocabulary token, so where no token holds "c\u2581" for a character
+    c other than "\u2581", no token ever spans a "\u2581" that follows such a c: the section splits there into
+    chunks that BPE encodes alone to the same tokens. Each distinct chunk goes through the model once.
+    """
+
+    model: Any
+    added: Callable[[str], list[str]] | None
+    prepend: str  # "always", "first" (the text's first section only), "never", or "normalizer" (old layout)
+    chunks: Callable[[str], list[str]]
+    lengths: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.lengths = _ChunkLengths(self.model)
+
+    @classmethod
+    def build(cls, tokenizer: Any) -> MetaspaceCounter | None:
+        """The shortcut for this tokenizer, or None where its pipeline is not one this class reproduces."""
+        try:
+            spec = json.loads(tokenizer.to_str())
+        except Exception:
+            return None
+        model = spec.get("model") or {}
+        if (
+            model.get("type") != "BPE"
+            or model.get("dropout")
+            or model.get("continuing_subword_prefix")
+            or model.get("end_of_word_suffix")
+            or getattr(tokenizer, "encode_special_tokens", False)
+        ):
+            return None
+        prepend = _metaspace_scheme(spec.get("normalizer"), spec.get("pre_tokenizer"))
+        if prepend is None:
+            return None
+        added: list[str] = []
+        for token in tokenizer.get_added_tokens_decoder().values():
+            if token.lstrip or token.rstrip or token.single_word:
+                return None
+            added.append(token.content)
+        vocab = tokenizer.get_vocab(with_added_tokens=False)
+        before = {tok[i - 1] for tok in vocab for i in range(1, len(tok)) if tok[i] == _METASPACE}
+        before.discard(_METASPACE)
+        joiners = "".join(re.escape(c) for c in sorted(before))
+        m = _METASPACE
+        pattern = f"{m}*(?:[^{m}{joiners}]|[{joiners}]{m}*)+|{m}+" if joiners else f"{m}*[^{m}]+|{m}+"
+        words = sorted({w for w in added if w}, key=len, reverse=True)
+        split = re.compile("|".join(map(re.escape, words))).split if words else None
+        counter = cls(tokenizer.model, split, prepend, re.compile(pattern).findall)
+        probes = [*_SP_PROBES, *(f"x{t}y {t} {t}{t}\n{t} z" for t in added), *(f"{t} lead" for t in added)]
+        expected = [len(e.ids) for e in tokenizer.encode_batch_fast(probes, add_special_tokens=False)]
+        if list(map(counter.count, probes)) != expected:
+            log.warning(
+                "tokenizer: the SentencePiece shortcut disagrees with encode on a probe; not using it"
+            )
+            return None
+        return counter
+
+    def count(self, text: str) -> int:
+        parts = self.added(text) if self.added else [text]
+        total = len(parts) - 1
+        length = self.lengths.__getitem__
+        chunks = self.chunks
+        for i, part in enumerate(parts):
+            if not part:
+                continue
+            section = part.replace(" ", _METASPACE)
+            if self.prepend == "normalizer" or (
+                not section.startswith(_METASPACE)
+                and (self.prepend == "always" or (self.prepend == "first" and i == 0))
+            ):
+                section = _METASPACE + section
+            total += sum(map(length, chunks(section)))
+        return total
+
+
+class _ChunkLengths(dict[str, int]):
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.tokenize = model.tokenize
+
+    def __missing__(self, chunk: str) -> int:
+        if len(self) >= _PRETOKEN_CACHE_MAX:
+            self.clear()
+        value = len(self.tokenize(chunk))
+        self[chunk] = value
+        return value
+
+
+def _metaspace_scheme(normalizer: Any, pre: Any) -> str | None:
+    """How a SentencePiece-style tokenizer prepends "\u2581", or None where it is not one this module knows."""
+    if normalizer is None and isinstance(pre, dict) and pre.get("type") == "Metaspace":
+        if pre.get("replacement") != _METASPACE or pre.get("split", True):
+            return None
+        scheme = pre.get("prepend_scheme", "always" if pre.get("add_prefix_space", True) else "never")
+        return str(scheme) if scheme in ("always", "first", "never") else None
+    if pre is None and _old_llama_normalizer(normalizer):
+        return "normalizer"
+    return None
+
+
+def _old_llama_normalizer(normalizer: Any) -> bool:
+    """`Sequence([Prepend("\u2581"), Replace(" ", "\u2581")])`: the Llama-2 tokenizer.json of transformers 4."""
+    if not isinstance(normalizer, dict) or normalizer.get("type") != "Sequence":
+        return False
+    steps = normalizer.get("normalizers") or []
+    return (
+        len(steps) == 2
+        and steps[0].get("type") == "Prepend"
+        and steps[0].get("prepend") == _METASPACE
+        and steps[1].get("type") == "Replace"
+        and steps[1].get("pattern") == {"String": " "}
+        and steps[1].get("content") == _METASPACE
+    )
+
+
+# ---------------------------------------------------------------- loading
+
+
+_LLAMA_CLASSES = {"LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer", "CodeLlamaTokenizerFast"}
+_REBUILT = (
+    "transformers is not installed: this Llama SentencePiece tokenizer.json (prepend normalizer) was rebuilt "
+    "the way transformers 5 rebuilds it; install transformers (pip install 'lf-tuner[train]') for exact counts"
+)
+
+
+def load_hf_tokenizer(
+    directory: str | os.PathLike[str],
+    *,
+    use_transformers: bool | None = None,
+    trust_remote_code: bool = False,
+) -> HFTokenCounter:
+    """A tokenizer directory (or tokenizer.json file), loaded the way LLaMA-Factory's `load_tokenizer` loads it
+    when transformers is installed (`use_transformers=None`: when it can be imported).
+
+    Without transformers, tokenizer.json is read with `tokenizers` and bos/eos come from tokenizer_config.json /
+    special_tokens_map.json; a Llama SentencePiece layout that transformers 5 rebuilds is rebuilt the same way
+    and the counts are marked approximate.
+    """
     path = Path(directory)
     if path.is_file() and path.name.endswith(".json"):
         path = path.parent
@@ -397,25 +620,116 @@ def load_hf_tokenizer(directory: str | os.PathLike[str]) -> HFTokenCounter:
         raise LfTunerError(
             f"tokenizer: `{directory}` is not a directory; pass the model directory to --tokenizer"
         )
+    if use_transformers is None:
+        import importlib.util
+
+        use_transformers = importlib.util.find_spec("transformers") is not None
+    if use_transformers:
+        return _load_transformers(path, trust_remote_code)
     config = _read_json(path / "tokenizer_config.json")
     smap = _read_json(path / "special_tokens_map.json")
     tok_file = path / "tokenizer.json"
-    if tok_file.is_file():
-        from tokenizers import Tokenizer
+    if not tok_file.is_file():
+        _no_tokenizer_json(path)
+    from tokenizers import Tokenizer
 
-        try:
-            tokenizer = Tokenizer.from_file(str(tok_file))
-        except Exception as exc:  # the Rust error names the problem
-            raise LfTunerError(f"tokenizer: cannot read {tok_file}: {exc}") from None
-    else:
-        tokenizer = _backend_from_transformers(path)
+    try:
+        tokenizer = Tokenizer.from_file(str(tok_file))
+    except Exception as exc:  # the Rust error names the problem
+        raise LfTunerError(f"tokenizer: cannot read {tok_file}: {exc}") from None
     special: dict[str, str | None] = {}
     for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
         special[name] = _token_text(config.get(name)) or _token_text(smap.get(name))
     _add_config_specials(tokenizer, special, config, smap)
+    reason = None
+    if config.get("tokenizer_class") in _LLAMA_CLASSES and _old_llama_normalizer(
+        json.loads(tokenizer.to_str()).get("normalizer")
+    ):
+        _rebuild_llama(tokenizer, config)
+        reason = _REBUILT
     tokenizer.no_truncation()  # as transformers' `encode` without max_length: a tokenizer.json may carry
     tokenizer.no_padding()  # its training-time truncation or padding
-    return HFTokenCounter(tokenizer=tokenizer, label=f"{path.name} (tokenizers)", special=special)
+    return HFTokenCounter(
+        tokenizer=tokenizer,
+        label=f"{path.name} (tokenizers{', approximate' if reason else ''})",
+        special=special,
+        approximate=reason is not None,
+        approximate_reason=reason,
+        bos_on_pt=False,  # transformers 5 ignores add_bos_token where tokenizer.json exists
+    )
+
+
+def _rebuild_llama(tokenizer: Any, config: dict[str, Any]) -> None:
+    """What transformers 5's `LlamaTokenizer.__init__` builds: no normalizer, a Metaspace pre-tokenizer."""
+    from tokenizers import pre_tokenizers
+
+    add_prefix_space = config.get("add_prefix_space")
+    add_prefix_space = True if add_prefix_space is None else bool(add_prefix_space)
+    scheme = ("always" if config.get("legacy", False) else "first") if add_prefix_space else "never"
+    tokenizer.normalizer = None
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement=_METASPACE, prepend_scheme=scheme, split=False
+    )
+
+
+def _transformers_specials(hf: Any) -> dict[str, str | None]:
+    """bos/eos as LLaMA-Factory sees them: a token whose id is None does not exist."""
+    out: dict[str, str | None] = {}
+    for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        token_id = getattr(hf, f"{name}_id", None)
+        out[name] = str(getattr(hf, name)) if token_id is not None else None
+    return out
+
+
+def _load_transformers(path: Path, trust_remote_code: bool) -> HFTokenCounter:
+    """`llamafactory.model.loader.load_tokenizer`'s AutoTokenizer call (use_fast, split_special_tokens off,
+    padding right); the backend `tokenizers` object counts where it encodes as the transformers object does."""
+    has_files = any(path.glob("tokenizer*")) or (path / "vocab.json").is_file()
+    if not has_files:
+        _no_tokenizer_json(path)
+    from transformers import AutoTokenizer
+
+    kwargs: dict[str, Any] = {"padding_side": "right", "trust_remote_code": trust_remote_code}
+    try:
+        try:
+            hf = AutoTokenizer.from_pretrained(str(path), use_fast=True, split_special_tokens=False, **kwargs)
+        except ValueError:  # LLaMA-Factory tries the other kind
+            hf = AutoTokenizer.from_pretrained(str(path), use_fast=False, **kwargs)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LfTunerError(f"tokenizer: transformers cannot load {path}: {first}") from None
+    backend = getattr(hf, "backend_tokenizer", None)
+    counter = HFTokenCounter(
+        tokenizer=backend,
+        label=f"{path.name} (transformers)",
+        special=_transformers_specials(hf),
+        hf=hf,
+        bos_on_pt=bool(getattr(hf, "add_bos_token", False)),
+    )
+    return counter
+
+
+def _backend_matches(hf: Any, backend: Any) -> bool:
+    specials = [str(t) for t in getattr(hf, "all_special_tokens", [])][:50]
+    probes = [*_PROBES, *_SP_PROBES, *(f"x{t}y {t} {t}{t}\n{t}" for t in specials)]
+    try:
+        ours = [len(e.ids) for e in backend.encode_batch_fast(probes, add_special_tokens=False)]
+        return ours == [len(hf.encode(p, add_special_tokens=False)) for p in probes]
+    except Exception:  # a backend that cannot encode these is not one to count with
+        return False
+
+
+def _no_tokenizer_json(path: Path) -> NoReturn:
+    has_files = any(path.glob("tokenizer*")) or (path / "vocab.json").is_file()
+    if not has_files:
+        raise LfTunerError(
+            f"tokenizer: no tokenizer files (tokenizer.json, tokenizer_config.json) in {path}; pass the model "
+            "directory that holds them to --tokenizer, or use --tiktoken o200k_base for an approximation"
+        )
+    raise LfTunerError(
+        f"tokenizer: {path} has no tokenizer.json; install transformers (pip install 'lf-tuner[train]') "
+        "to convert it, or use --tiktoken o200k_base for an approximation"
+    )
 
 
 def _add_config_specials(tokenizer: Any, special: dict[str, str | None], *configs: dict[str, Any]) -> None:
@@ -432,30 +746,6 @@ def _add_config_specials(tokenizer: Any, special: dict[str, str | None], *config
     missing = [n for n in dict.fromkeys(names) if n not in existing]
     if missing:
         tokenizer.add_special_tokens([AddedToken(n, special=True, normalized=False) for n in missing])
-
-
-def _backend_from_transformers(path: Path) -> Any:
-    has_files = any(path.glob("tokenizer*")) or (path / "vocab.json").is_file()
-    if not has_files:
-        raise LfTunerError(
-            f"tokenizer: no tokenizer files (tokenizer.json, tokenizer_config.json) in {path}; pass the model "
-            "directory that holds them to --tokenizer, or use --tiktoken o200k_base for an approximation"
-        )
-    try:
-        from transformers import AutoTokenizer
-    except ImportError:
-        raise LfTunerError(
-            f"tokenizer: {path} has no tokenizer.json; install transformers (pip install 'lf-tuner[train]') "
-            "to convert it, or use --tiktoken o200k_base for an approximation"
-        ) from None
-    try:
-        tok = AutoTokenizer.from_pretrained(str(path), use_fast=True)
-    except Exception as exc:
-        raise LfTunerError(f"tokenizer: transformers cannot load {path}: {exc}") from None
-    backend = getattr(tok, "backend_tokenizer", None)
-    if backend is None:
-        raise LfTunerError(f"tokenizer: {path} has no fast tokenizer; save one with tokenizer.json")
-    return backend
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -475,6 +765,8 @@ class TiktokenCounter:
     encoding: Any
     label: str
     approximate: bool = True
+    approximate_reason: str | None = "counted with a tiktoken encoding, not the model's tokenizer"
+    add_bos_token: bool = False
 
     def count(self, texts: list[str]) -> list[int]:
         if not texts:
@@ -484,6 +776,9 @@ class TiktokenCounter:
 
     def has_special(self, name: str) -> bool:
         return True  # counted as one token: most chat models have both
+
+    def special_text(self, name: str) -> str | None:
+        return None  # no text: counted as one token
 
     def prepare(self, stop_words: list[str], replace_eos: bool) -> None:
         return None

@@ -1,124 +1,62 @@
-"""Token-length statistics and the choice of `cutoff_len`, counted as LLaMA-Factory 0.9.5 counts.
+"""Token lengths of every sample, counted as LLaMA-Factory 0.9.5's dataset processors count them.
 
-The length of a sample is `len(input_ids)` of `SupervisedDatasetProcessor` with no truncation: every turn's
-templated prompt (source) and response (target) pieces, plus the trailing EOS of `efficient_eos` templates.
-Pieces are counted in batches by the injected `TokenCounter` (for a model's tokenizer: its pre-token
-shortcut for ASCII text, `encode_batch_fast` in Rust threads for the rest; no Python loop per token), each
-distinct piece once per batch; on big datasets in worker processes while the next batches are read.
+`LengthCounter.measure` streams the datasets, converts each row as LLaMA-Factory does, expands media
+placeholders as the template's plugin does, templates the messages into *pieces* and counts them in batches:
+
+- sft: `SupervisedDatasetProcessor`'s `len(input_ids)` with no truncation (prompt and response apart);
+- rm / dpo: `PairwiseDatasetProcessor`'s chosen and rejected sequences (the longer is the sample's length);
+- kto: `FeedbackDatasetProcessor`'s `input_ids` (the desired or undesired response);
+- pt: `PretrainDatasetProcessor`'s text + eos without packing, and the texts LLaMA-Factory packs into blocks.
+
+Pieces are counted by the injected `TokenCounter` (for a model's tokenizer: a pre-token shortcut that counts
+each distinct word once, `encode_batch_fast` for the rest), each distinct piece once per batch; on big datasets
+in worker processes while the next batches are read.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from array import array
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from lf_tuner.chat.template import ChatTemplate, get_template
-from lf_tuner.data.datasets import DatasetAttr, Sample, convert, iter_rows, resolve_datasets
+from lf_tuner.chat import ChatTemplate, Message, Piece, ToolError, get_template
+from lf_tuner.data import DatasetAttr, Sample, convert, iter_rows, resolve_datasets
 from lf_tuner.errors import LfTunerError
 from lf_tuner.lengths.counters import TokenCounter, load_hf_tokenizer
+from lf_tuner.lengths.media import MediaArgs, MediaCounter
+from lf_tuner.lengths.stats import recommend
 
-PERCENTILES = (50, 90, 95, 99)
-_PARALLEL_MIN_BYTES = 32 << 20  # smaller data is counted in this process: a pool costs more than it saves
+_PARALLEL_MIN_BYTES = 8 << 20  # smaller data is counted in this process: a pool costs more than it saves
 _MAX_WORKERS = 8
-
-
-# ---------------------------------------------------------------- statistics (pure)
-
-
-def percentile(sorted_values: list[int] | Any, p: float) -> int:
-    """Nearest rank: the smallest L such that at least p% of the values are <= L."""
-    n = len(sorted_values)
-    if n == 0:
-        raise ValueError("no values")
-    if not 0 <= p <= 100:
-        raise ValueError(f"percentile {p} is outside 0..100")
-    rank = math.ceil(Fraction(str(p)) * n / 100)
-    return int(sorted_values[max(rank, 1) - 1])
-
-
-@dataclass(frozen=True)
-class Stats:
-    count: int
-    mean: float
-    p50: int
-    p90: int
-    p95: int
-    p99: int
-    max: int
-    sum: int
-
-    @classmethod
-    def of(cls, values: Iterable[int]) -> Stats:
-        ordered = sorted(values)
-        if not ordered:
-            raise ValueError("no values")
-        total = sum(ordered)
-        p50, p90, p95, p99 = (percentile(ordered, p) for p in PERCENTILES)
-        return cls(len(ordered), total / len(ordered), p50, p90, p95, p99, ordered[-1], total)
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    percentile: float
-    percentile_length: int
-    multiple: int
-    cutoff: int
-    capped_at: int | None  # the model's max positions, when the cap applied
-    truncated: int  # samples longer than the cutoff
-    truncated_tokens: int  # tokens beyond the cutoff, summed over samples
-    truncated_token_share: float  # of all tokens
-
-
-def recommend(
-    totals: list[int], *, percentile_: float = 95.0, multiple: int = 128, max_positions: int | None = None
-) -> Recommendation:
-    """The chosen percentile rounded up to a multiple, capped at the model's max positions."""
-    if multiple < 1:
-        raise ValueError("multiple must be >= 1")
-    ordered = sorted(totals)
-    if not ordered:
-        raise ValueError("no values")
-    p_len = percentile(ordered, percentile_)
-    cutoff = max(multiple, math.ceil(p_len / multiple) * multiple)
-    capped = None
-    if max_positions is not None and cutoff > max_positions:
-        cutoff, capped = max_positions, max_positions
-    over = [t - cutoff for t in ordered if t > cutoff]
-    all_tokens = sum(ordered)
-    return Recommendation(
-        percentile=percentile_,
-        percentile_length=p_len,
-        multiple=multiple,
-        cutoff=cutoff,
-        capped_at=capped,
-        truncated=len(over),
-        truncated_tokens=sum(over),
-        truncated_token_share=(sum(over) / all_tokens) if all_tokens else 0.0,
-    )
-
-
-# ---------------------------------------------------------------- measuring
+_SLOTS = {"sft": 2, "kto": 2, "rm": 3, "dpo": 3, "pt": 2}  # counts per sample (see `_sample_pieces`)
 
 
 @dataclass
 class Measurement:
-    """Lengths of the valid samples (in order) and what was skipped."""
+    """Lengths of the valid samples (in order) and what was skipped or approximated.
 
+    `total` is a sample's sequence length: the longer of chosen and rejected for pairwise data (both are kept
+    in `chosen` / `rejected`), the text + eos (+ bos where the tokenizer adds it) for pretraining; `packed` holds
+    pretraining lengths as packing concatenates them (no bos).
+    """
+
+    stage: str = "sft"
     total: array[int] = field(default_factory=lambda: array("q"))
     prompt: array[int] = field(default_factory=lambda: array("q"))
     response: array[int] = field(default_factory=lambda: array("q"))
+    chosen: array[int] = field(default_factory=lambda: array("q"))
+    rejected: array[int] = field(default_factory=lambda: array("q"))
+    packed: array[int] = field(default_factory=lambda: array("q"))
     rows: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     skipped_examples: list[tuple[str, str]] = field(default_factory=list)
-    approximate_rows: int = 0  # rows with tools / function calls (tool prompts not reproduced)
+    approximate_rows: int = 0  # rows whose count is not exact (see `approximate_reasons`)
+    approximate_reasons: Counter[str] = field(default_factory=Counter)
     row_lengths: dict[str, array[int]] = field(default_factory=dict)  # per dataset: -1 for skipped rows
 
     @property
@@ -127,7 +65,7 @@ class Measurement:
 
 
 class LengthCounter:
-    """Counts templated sample lengths with one tokenizer and one template.
+    """Counts sample lengths with one tokenizer, one template and one stage's processor.
 
     Each distinct piece string of a batch (a template-only piece, a system prompt shared by many rows) is
     counted once. On big datasets, a counter that says so (`process_parallel`) counts in worker processes
@@ -138,11 +76,20 @@ class LengthCounter:
         self,
         template: ChatTemplate,
         counter: TokenCounter,
+        *,
+        stage: str = "sft",
+        media: MediaCounter | None = None,
+        mask_history: bool = False,
         batch_size: int = 4096,
         workers: int | None = None,
     ) -> None:
+        if stage not in _SLOTS:
+            raise LfTunerError(f"stage: `{stage}` is not measured; use pt, sft, rm, dpo or kto")
         self.template = template
         self.counter = counter
+        self.stage = stage
+        self.media = media if media is not None else MediaCounter(template.plugin, None)
+        self.discard_history_cot = mask_history and not template.preserve_thinking
         self.batch_size = batch_size
         self.workers = workers  # counting processes; None: one per CPU for big data (LF_TUNER_WORKERS)
         counter.prepare(template.stop_words, template.replace_eos)
@@ -150,46 +97,101 @@ class LengthCounter:
             "bos_token": 1 if counter.has_special("bos_token") else 0,
             "eos_token": 1 if counter.has_special("eos_token") else 0,
         }
+        self._eos_tail: list[Piece] = [("token", "eos")] if template.efficient_eos else []
+        # pretraining: `PretrainDatasetProcessor` appends eos as text ("<|end_of_text|>" for llama3)
+        eos = "<|end_of_text|>" if template.name == "llama3" else counter.special_text("eos_token")
+        self._pt_eos: Piece = eos if eos is not None else ("token", "eos")
+        bos = counter.special_text("bos_token")
+        self._pt_bos = bos if counter.add_bos_token and bos else ""
 
-    def lengths(self, samples: list[Sample]) -> list[tuple[int, int]]:
-        """(prompt, response) token counts per sample."""
-        batch = self._pieces(samples)
+    def lengths(self, samples: list[Sample]) -> list[tuple[int, ...]]:
+        """Per sample: (prompt, response) for sft and kto, (prompt, chosen, rejected) for rm/dpo, (length without
+        packing, length when packed) for pt."""
+        batch = self._pieces([("", s) for s in samples])
         return self._finish(batch, self.counter.count(batch.texts))
 
-    def _pieces(self, samples: list[Sample]) -> _Pieces:
+    def _sample_pieces(self, sample: Sample) -> list[list[Piece]]:
+        """The pieces of each count of one sample (see `lengths`)."""
+        t, stage = self.template, self.stage
+        if stage == "pt":
+            text = sample.prompt[0].content
+            eos = self._pt_eos
+            if isinstance(eos, str):
+                return [[self._pt_bos + text + eos], [text + eos]]
+            return [[self._pt_bos + text, eos], [text, eos]]
+        media = self.media
+        if stage == "sft":
+            messages, prefix = self._expand(media, sample, sample.prompt + sample.response)
+            source: list[Piece] = [("token", "media")] * prefix
+            target: list[Piece] = []
+            for s, r in t.encode(
+                messages, sample.system, sample.tools, discard_history_cot=self.discard_history_cot
+            ):
+                source += s
+                target += r
+            return [source, target + self._eos_tail]
+        if stage == "kto":
+            first, second = sample.response[0], sample.response[1]
+            messages, prefix = self._expand(
+                media, sample, sample.prompt + [first if first.content else second]
+            )
+            prompt, response = t.encode_oneturn(messages, sample.system, sample.tools)
+            return [[("token", "media")] * prefix + prompt, response + self._eos_tail]
+        chosen, prefix = self._expand(media, sample, sample.prompt + [sample.response[0]])
+        rejected, _ = self._expand(media, sample, sample.prompt + [sample.response[1]])
+        prompt, chosen_ids = t.encode_oneturn(chosen, sample.system, sample.tools)
+        _, rejected_ids = t.encode_oneturn(rejected, sample.system, sample.tools)
+        return [
+            [("token", "media")] * prefix + prompt,
+            chosen_ids + self._eos_tail,
+            rejected_ids + self._eos_tail,
+        ]
+
+    @staticmethod
+    def _expand(
+        media: MediaCounter | None, sample: Sample, messages: list[Message]
+    ) -> tuple[list[Message], int]:
+        if media is None:
+            return messages, 0
+        return media.expand(sample, messages)
+
+    def _pieces(self, samples: list[tuple[str, Sample]]) -> _Pieces:
         """The batch's templated pieces: counts known without the tokenizer, and the texts left to count."""
-        fixed = [0] * (2 * len(samples))  # prompt and response of sample i at 2i and 2i + 1
+        width = _SLOTS[self.stage]
+        fixed = [0] * (width * len(samples))  # count j of sample i at width * i + j
         texts: list[str] = []
         index: dict[str, int] = {}
         slots: list[int] = []
         which: list[int] = []
         special = self._special
-        eos_tail = 1 if self.template.efficient_eos else 0
-        for i, sample in enumerate(samples):
-            fixed[2 * i + 1] += eos_tail
-            turns = self.template.encode(sample.prompt + sample.response, sample.system, sample.tools)
-            for source, target in turns:
-                for slot, pieces in ((2 * i, source), (2 * i + 1, target)):
-                    for piece in pieces:
-                        if isinstance(piece, str):
-                            if not piece:
-                                continue
-                            k = index.setdefault(piece, len(texts))
-                            if k == len(texts):
-                                texts.append(piece)
-                            slots.append(slot)
-                            which.append(k)
-                        elif piece[0] == "token":
-                            fixed[slot] += 1
-                        else:
-                            fixed[slot] += special[piece[0]]
-        return _Pieces(fixed, texts, slots, which)
+        for i, (location, sample) in enumerate(samples):
+            try:
+                parts = self._sample_pieces(sample)
+            except (ToolError, LfTunerError) as exc:
+                raise LfTunerError(f"{location}: {exc}") from None
+            for j, pieces in enumerate(parts):
+                slot = width * i + j
+                for piece in pieces:
+                    if isinstance(piece, str):
+                        if not piece:
+                            continue
+                        k = index.setdefault(piece, len(texts))
+                        if k == len(texts):
+                            texts.append(piece)
+                        slots.append(slot)
+                        which.append(k)
+                    elif piece[0] == "token":
+                        fixed[slot] += 1
+                    else:
+                        fixed[slot] += special[piece[0]]
+        return _Pieces(width, fixed, texts, slots, which)
 
-    def _finish(self, batch: _Pieces, counts: list[int]) -> list[tuple[int, int]]:
+    def _finish(self, batch: _Pieces, counts: list[int]) -> list[tuple[int, ...]]:
         fixed = batch.fixed
         for slot, k in zip(batch.slots, batch.which, strict=True):
             fixed[slot] += counts[k]
-        return list(zip(fixed[0::2], fixed[1::2], strict=True))
+        w = batch.width
+        return [tuple(fixed[i : i + w]) for i in range(0, len(fixed), w)]
 
     def measure(
         self,
@@ -204,13 +206,14 @@ class LengthCounter:
 
         Batches are counted in order; with workers, a few are in flight while the next ones are read.
         """
-        m = Measurement()
+        m = Measurement(stage=self.stage)
+        base_reason = self.counter.approximate_reason if self.counter.approximate else None
         with _Counting(self.counter, self._worker_count(attrs, max_samples)) as counting:
             pending: deque[tuple[Callable[[], list[int]], _Pieces, list[int], array[int] | None]] = deque()
             for attr in attrs:
                 rows = m.row_lengths.setdefault(attr.name, array("q")) if keep_rows else None
-                for batch in _batches(_converted(attr, max_samples), self.batch_size):
-                    samples: list[Sample] = []
+                for batch in _batches(_converted(attr, max_samples, self.stage), self.batch_size):
+                    samples: list[tuple[str, Sample]] = []
                     slots: list[int] = []
                     for location, sample in batch:
                         m.rows += 1
@@ -225,12 +228,14 @@ class LengthCounter:
                             if rows is not None:
                                 rows.append(-1)
                             continue
-                        if sample.uses_tools:
+                        reason = base_reason or self._approximate(sample)
+                        if reason:
                             m.approximate_rows += 1
+                            m.approximate_reasons[reason] += 1
                         slots.append(len(rows) if rows is not None else 0)
                         if rows is not None:
                             rows.append(0)
-                        samples.append(sample)
+                        samples.append((location, sample))
                     pieces = self._pieces(samples)
                     pending.append((counting.submit(pieces.texts), pieces, slots, rows))
                     while len(pending) > counting.in_flight:
@@ -247,6 +252,11 @@ class LengthCounter:
             )
         return m
 
+    def _approximate(self, sample: Sample) -> str | None:
+        if sample.has_media and self.media is not None:
+            return self.media.approximate_reason(sample)
+        return None
+
     def _record(
         self,
         m: Measurement,
@@ -256,13 +266,30 @@ class LengthCounter:
         rows: array[int] | None,
     ) -> None:
         lengths = self._finish(pieces, result())
-        for p, r in lengths:
-            m.prompt.append(p)
-            m.response.append(r)
-            m.total.append(p + r)
+        totals = []
+        for counts in lengths:
+            if self.stage == "pt":
+                total, packed = counts
+                m.packed.append(packed)
+                m.prompt.append(total)
+                m.response.append(0)
+            elif len(counts) == 3:
+                p, c, r = counts
+                m.chosen.append(p + c)
+                m.rejected.append(p + r)
+                m.prompt.append(p)
+                m.response.append(max(c, r))
+                total = p + max(c, r)
+            else:
+                p, r = counts
+                m.prompt.append(p)
+                m.response.append(r)
+                total = p + r
+            m.total.append(total)
+            totals.append(total)
         if rows is not None:
-            for slot, (p, r) in zip(slots, lengths, strict=True):
-                rows[slot] = p + r
+            for slot, total in zip(slots, totals, strict=True):
+                rows[slot] = total
 
     def _worker_count(self, attrs: list[DatasetAttr], max_samples: int | None) -> int:
         """Processes to count with: `workers`, else LF_TUNER_WORKERS, else one per CPU for big data."""
@@ -286,9 +313,10 @@ class LengthCounter:
 
 @dataclass
 class _Pieces:
-    """One batch: the counts known so far (prompt, response interleaved), the texts left to count, and for
-    each occurrence of those texts the slot it adds to (`slots`) and which text it is (`which`)."""
+    """One batch: the counts known so far (`width` per sample), the texts left to count, and for each
+    occurrence of those texts the slot it adds to (`slots`) and which text it is (`which`)."""
 
+    width: int
     fixed: list[int]
     texts: list[str]
     slots: list[int]
@@ -354,11 +382,11 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _converted(attr: DatasetAttr, max_samples: int | None) -> Iterator[tuple[str, Sample | str]]:
+def _converted(attr: DatasetAttr, max_samples: int | None, stage: str) -> Iterator[tuple[str, Sample | str]]:
     for n, (location, row) in enumerate(iter_rows(attr)):
         if max_samples is not None and n >= max_samples:
             return
-        yield location, convert(row, attr)
+        yield location, convert(row, attr, stage)
 
 
 def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -375,6 +403,14 @@ def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
 # ---------------------------------------------------------------- from a LLaMA-Factory config
 
 
+def config_stage(cfg: dict[str, Any], stage: str | None = None) -> str:
+    """The config's `stage` (LLaMA-Factory's default: sft), or `stage` when given."""
+    value = str(stage or cfg.get("stage") or "sft")
+    if value not in _SLOTS:
+        raise LfTunerError(f"stage: `{value}` is not one cutoff measures; use pt, sft, rm, dpo or kto")
+    return value
+
+
 def config_datasets(cfg: dict[str, Any]) -> tuple[list[str], str]:
     """The `dataset` names (comma string or list) and `dataset_dir` (default `data`) of a train config."""
     raw = cfg.get("dataset")
@@ -388,15 +424,29 @@ def config_datasets(cfg: dict[str, Any]) -> tuple[list[str], str]:
 
 
 def config_template(cfg: dict[str, Any], model_template: str | None = None) -> ChatTemplate:
+    """The config's template with `get_template_and_fix_tokenizer`'s overrides (tool_format, default_system,
+    enable_thinking, preserve_thinking)."""
     name = cfg.get("template") or model_template
     if not name:
         raise LfTunerError("config: no `template` key; add `template: NAME` (e.g. qwen3, llama3)")
-    enable_thinking = cfg.get("enable_thinking", True)
-    template = get_template(str(name), enable_thinking=enable_thinking)
-    if cfg.get("default_system") is not None:
-        spec = dict(template.spec, default_system=str(cfg["default_system"]))
-        template = ChatTemplate(template.name, spec, template.enable_thinking)
-    return template
+    default_system = cfg.get("default_system")
+    return get_template(
+        str(name),
+        enable_thinking=cfg.get("enable_thinking", True),
+        preserve_thinking=bool(cfg.get("preserve_thinking", False)),
+        tool_format=str(cfg["tool_format"]) if cfg.get("tool_format") else None,
+        default_system=str(default_system) if default_system is not None else None,
+    )
+
+
+def config_counter(
+    cfg: dict[str, Any], template: ChatTemplate, counter: TokenCounter, model_dir: Path | None, stage: str
+) -> LengthCounter:
+    """The LengthCounter a train config describes: its stage, template, media arguments and mask_history."""
+    media = MediaCounter(template.plugin, model_dir, MediaArgs.from_config(cfg))
+    return LengthCounter(
+        template, counter, stage=stage, media=media, mask_history=bool(cfg.get("mask_history", False))
+    )
 
 
 def model_max_positions(spec: str | None) -> int | None:
@@ -414,8 +464,8 @@ def model_max_positions(spec: str | None) -> int | None:
 def measure_config_cutoff(cfg: dict[str, Any], *, percentile: float = 95.0, multiple: int = 128) -> int:
     """The recommended cutoff_len for a LLaMA-Factory train config (for `render --cutoff auto`).
 
-    Reads `dataset`, `dataset_dir`, `template`, `model_name_or_path` (its tokenizer), `max_samples`,
-    `enable_thinking` and `default_system`. Raises LfTunerError when something is missing.
+    Reads `stage`, `dataset`, `dataset_dir`, `media_dir`, `template`, `model_name_or_path` (its tokenizer and
+    processor), `max_samples` and the template and media overrides. Raises LfTunerError when something is missing.
     """
     model = cfg.get("model_name_or_path")
     if not model or not Path(str(model)).is_dir():
@@ -423,108 +473,14 @@ def measure_config_cutoff(cfg: dict[str, Any], *, percentile: float = 95.0, mult
             f"model_name_or_path: `{model}` is not a local model directory; the tokenizer is read from it "
             "(run `lf-tuner cutoff --tokenizer DIR` to measure with another one)"
         )
+    stage = config_stage(cfg)
     names, dataset_dir = config_datasets(cfg)
     template = config_template(cfg)
-    counter = LengthCounter(template, load_hf_tokenizer(str(model)))
-    m = counter.measure(resolve_datasets(names, dataset_dir), max_samples=cfg.get("max_samples"))
+    tokenizer = load_hf_tokenizer(str(model), trust_remote_code=bool(cfg.get("trust_remote_code", False)))
+    counter = config_counter(cfg, template, tokenizer, Path(str(model)), stage)
+    attrs = resolve_datasets(names, dataset_dir, stage=stage, media_dir=cfg.get("media_dir"))
+    m = counter.measure(attrs, max_samples=cfg.get("max_samples"))
     rec = recommend(
         list(m.total), percentile_=percentile, multiple=multiple, max_positions=model_max_positions(model)
     )
     return rec.cutoff
-
-
-# ---------------------------------------------------------------- reporting (pure text)
-
-
-def report(m: Measurement, rec: Recommendation) -> dict[str, Any]:
-    """The `--json` object: total-length statistics at the top level, prompt/response apart."""
-    total, prompt, response = Stats.of(m.total), Stats.of(m.prompt), Stats.of(m.response)
-    out: dict[str, Any] = {
-        "count": total.count,
-        "mean": round(total.mean, 2),
-        "p50": total.p50,
-        "p90": total.p90,
-        "p95": total.p95,
-        "p99": total.p99,
-        "max": total.max,
-        "tokens": total.sum,
-        "percentile": rec.percentile,
-        "percentile_length": rec.percentile_length,
-        "recommended_cutoff": rec.cutoff,
-        "capped_at_max_positions": rec.capped_at,
-        "truncated": rec.truncated,
-        "truncated_share": round(rec.truncated / total.count, 6),
-        "truncated_tokens": rec.truncated_tokens,
-        "truncated_token_share": round(rec.truncated_token_share, 6),
-        "prompt": _stats_dict(prompt),
-        "response": _stats_dict(response),
-        "rows": m.rows,
-        "skipped": sum(m.skipped.values()),
-        "skipped_reasons": dict(m.skipped.most_common()),
-        "approximate_rows": m.approximate_rows,
-    }
-    return out
-
-
-def _stats_dict(s: Stats) -> dict[str, Any]:
-    return {"mean": round(s.mean, 2), "p50": s.p50, "p90": s.p90, "p95": s.p95, "p99": s.p99, "max": s.max}
-
-
-def stats_table(m: Measurement) -> list[str]:
-    """Fixed-width rows: count, mean, percentiles and max for total, prompt and response."""
-    head = f"{'':<9}{'count':>8}{'mean':>9}{'p50':>8}{'p90':>8}{'p95':>8}{'p99':>8}{'max':>8}"
-    lines = [head]
-    for name, values in (("total", m.total), ("prompt", m.prompt), ("response", m.response)):
-        s = Stats.of(values)
-        lines.append(f"{name:<9}{s.count:>8}{s.mean:>9.1f}{s.p50:>8}{s.p90:>8}{s.p95:>8}{s.p99:>8}{s.max:>8}")
-    return lines
-
-
-def histogram(
-    values: Iterable[int], *, bins: int = 12, width: int = 40, mark: int | None = None
-) -> list[str]:
-    """A terminal histogram of lengths in equal-width bins; `mark` flags the bin holding the cutoff."""
-    ordered = sorted(values)
-    if not ordered:
-        return []
-    lo, hi = ordered[0], ordered[-1]
-    step = max(1, math.ceil((hi - lo + 1) / bins))
-    counts = Counter((v - lo) // step for v in ordered)
-    n_bins = (hi - lo) // step + 1
-    peak = max(counts.values())
-    label_w = len(f"{lo + (n_bins - 1) * step}-{lo + n_bins * step - 1}")
-    lines = []
-    for b in range(n_bins):
-        start, end = lo + b * step, lo + (b + 1) * step - 1
-        n = counts.get(b, 0)
-        bar = "#" * (round(n / peak * width) if n else 0)
-        flag = "  <- cutoff" if mark is not None and start <= mark <= end else ""
-        lines.append(f"{f'{start}-{end}':>{label_w}} | {bar:<{width}} {n}{flag}")
-    return lines
-
-
-def plot(m: Measurement, rec: Recommendation, path: str) -> None:
-    """Distribution and CDF of total lengths with the cutoff marked, saved with matplotlib (Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ordered = sorted(m.total)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    ax1.hist(ordered, bins=min(60, max(5, len(set(ordered)))), color="#4477aa")
-    ax1.set_xlabel("tokens per sample (template included)")
-    ax1.set_ylabel("samples")
-    n = len(ordered)
-    ax2.plot(ordered, [(i + 1) / n for i in range(n)], color="#4477aa")
-    ax2.set_xlabel("tokens per sample")
-    ax2.set_ylabel("share of samples <= length")
-    for ax in (ax1, ax2):
-        ax.axvline(rec.cutoff, color="#cc3311", linestyle="--", label=f"cutoff_len {rec.cutoff}")
-        ax.legend()
-    fig.suptitle(
-        f"{n} samples, P{rec.percentile:g} = {rec.percentile_length}, {rec.truncated} over the cutoff"
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
