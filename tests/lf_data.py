@@ -123,3 +123,204 @@ def write_dataset_dir(directory: Path, n: int = 24) -> Path:
     }  # fmt: skip
     (directory / "dataset_info.json").write_text(json.dumps(info, indent=1))
     return directory
+
+
+# ---------------------------------------------------------------- LLaMA-Factory's own preprocessing (the oracle)
+
+
+def run_llamafactory(
+    tok: Path, data: Path, datasets: list[str], template: str, tmp: Path, stage: str = "sft", **extra: Any
+) -> Any:
+    """What scripts/stat_utils/length_cdf.py runs, for any stage: the dataset pipeline with no truncation.
+
+    The caller isolates the environment (HF_DATASETS_CACHE, the working directory) with monkeypatch.
+    """
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    args = dict(stage=stage, model_name_or_path=str(tok), dataset=",".join(datasets), dataset_dir=str(data),
+                template=template, cutoff_len=1_000_000, output_dir=str(tmp / "out"), overwrite_cache=True,
+                do_train=True, report_to="none")  # fmt: skip
+    if stage == "kto":
+        args["pref_beta"] = 0.1
+    args.update(extra)
+    model_args, data_args, training_args, _, _ = get_train_args(args)
+    tokenizer_module = load_tokenizer(model_args)
+    tpl = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    lf_stage = "rm" if stage in ("rm", "dpo") else stage
+    module = get_dataset(tpl, model_args, data_args, training_args, lf_stage, **tokenizer_module)
+    return module["train_dataset"]
+
+
+def isolate_llamafactory(tmp: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp / "cache"))
+    monkeypatch.setenv("DISABLE_VERSION_CHECK", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.chdir(tmp)
+
+
+# ---------------------------------------------------------------- tool calls, preferences, KTO, pretraining text
+
+
+def _tool(rnd: random.Random, i: int) -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    for k in range(rnd.randint(0, 3)):
+        p: dict[str, Any] = {
+            "type": rnd.choice(["string", "number", "integer", "boolean"]),
+            "description": _text(rnd, 1, 6),
+        }
+        if k == 1 and rnd.random() < 0.5:
+            p = {"type": "array", "items": {"type": "string"}, "description": _text(rnd, 1, 4)}
+        if k == 2 and rnd.random() < 0.5:
+            p["enum"] = ["celsius", "fahrenheit"]
+        props[f"arg_{k}"] = p
+    fn = {"name": f"tool_{i}_{rnd.randint(0, 99)}", "description": _text(rnd, 1, 12),
+          "parameters": {"type": "object", "properties": props, "required": list(props)[:1]}}  # fmt: skip
+    return {"type": "function", "function": fn} if rnd.random() < 0.3 else fn
+
+
+def _call(rnd: random.Random, tools: list[dict[str, Any]], parallel: bool = True) -> str:
+    fn = tools[0].get("function", tools[0])
+    args = {k: (_text(rnd, 1, 3) if v["type"] == "string" else rnd.randint(0, 99) if v["type"] != "array" else [_text(rnd, 1, 2)])
+            for k, v in fn["parameters"]["properties"].items()}  # fmt: skip
+    call = {"name": fn["name"], "arguments": args}
+    return json.dumps(call if rnd.random() < 0.7 or not parallel else [call, call], ensure_ascii=False)
+
+
+def tool_rows(n: int, seed: int = 3, parallel: bool = True) -> list[dict[str, Any]]:
+    """sharegpt rows with `tools` and function_call / observation turns (as glaive_toolcall), some with none."""
+    rnd = random.Random(seed)
+    rows = []
+    for i in range(n):
+        tools = [_tool(rnd, k) for k in range(rnd.randint(1, 3))]
+        msgs = [{"from": "human", "value": _text(rnd)}]
+        if i % 4 != 3:
+            msgs += [{"from": "function_call", "value": _call(rnd, tools, parallel)},
+                     {"from": "observation", "value": json.dumps({"result": _text(rnd, 1, 8)})}]  # fmt: skip
+        msgs.append({"from": "gpt", "value": _text(rnd)})
+        rows.append(
+            {"conversations": msgs, "tools": "[]" if i % 7 == 5 else json.dumps(tools, ensure_ascii=False)}
+        )
+    return rows
+
+
+def openai_tool_rows(n: int, seed: int = 4) -> list[dict[str, Any]]:
+    """openai rows with `tool_calls` and tool messages (tools and arguments as JSON strings: as lists, LLaMA-Factory
+    reads them through Arrow, which fills keys that other rows have with null)."""
+    rnd = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        tools = [_tool(rnd, k) for k in range(rnd.randint(1, 2))]
+        call = json.loads(_call(rnd, tools))
+        calls = call if isinstance(call, list) else [call]
+        calls = [
+            {"name": c["name"], "arguments": json.dumps(c["arguments"])} for c in calls
+        ]  # as OpenAI sends them
+        msgs = [
+            {"role": "user", "content": _text(rnd)},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"type": "function", "function": c} for c in calls],
+            },
+            *({"role": "tool", "content": _text(rnd, 1, 6)} for _ in calls),
+            {"role": "assistant", "content": _text(rnd)},
+        ]
+        rows.append({"messages": msgs, "tools": json.dumps(tools)})
+    return rows
+
+
+def preference_rows(n: int, seed: int = 5) -> list[dict[str, Any]]:
+    rnd = random.Random(seed)
+    rows = []
+    for i in range(n):
+        msgs = []
+        for _ in range(rnd.randint(0, 1)):
+            msgs += [{"from": "human", "value": _text(rnd)}, {"from": "gpt", "value": _text(rnd)}]
+        msgs.append({"from": "human", "value": _text(rnd)})
+        chosen = _text(rnd) if i % 3 else "<think>\n" + _text(rnd, 1, 5) + "\n</think>\n\n" + _text(rnd)
+        rows.append({"conversations": msgs, "chosen": {"from": "gpt", "value": chosen},
+                     "rejected": {"from": "gpt", "value": _text(rnd, 1, 60)}})  # fmt: skip
+    return rows
+
+
+def kto_rows(n: int, seed: int = 6) -> list[dict[str, Any]]:
+    rnd = random.Random(seed)
+    return [{"messages": [{"role": "user", "content": _text(rnd)}, {"role": "assistant", "content": _text(rnd)}],
+             "label": i % 3 != 0} for i in range(n)]  # fmt: skip
+
+
+def pt_texts(n: int, seed: int = 7) -> list[str]:
+    rnd = random.Random(seed)
+    return [_text(rnd, 0, 120) if i % 9 else "" for i in range(n)]
+
+
+def write_stage_dir(directory: Path, n: int = 24) -> Path:
+    """Tool-call, preference, KTO and pretraining datasets registered in dataset_info.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "tools.json").write_text(json.dumps(tool_rows(n), ensure_ascii=False, indent=1))
+    (directory / "tools_single.json").write_text(json.dumps(tool_rows(n, seed=12, parallel=False)))
+    (directory / "tools_openai.jsonl").write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in openai_tool_rows(n)) + "\n"
+    )
+    (directory / "dpo.json").write_text(json.dumps(preference_rows(n), ensure_ascii=False))
+    alpaca_dpo = [{"instruction": r["conversations"][-1]["value"], "chosen": r["chosen"]["value"],
+                   "rejected": r["rejected"]["value"]} for r in preference_rows(n, seed=8)]  # fmt: skip
+    (directory / "dpo_alpaca.json").write_text(json.dumps(alpaca_dpo, ensure_ascii=False))
+    (directory / "kto.json").write_text(json.dumps(kto_rows(n), ensure_ascii=False))
+    (directory / "wiki.txt").write_text("\n".join(pt_texts(n)) + "\n")
+    (directory / "c4.jsonl").write_text(
+        "\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in pt_texts(n, seed=9)) + "\n"
+    )
+    role = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+    info = {
+        "tools": {"file_name": "tools.json", "formatting": "sharegpt", "columns": {"messages": "conversations", "tools": "tools"}},
+        "tools_single": {"file_name": "tools_single.json", "formatting": "sharegpt", "columns": {"messages": "conversations", "tools": "tools"}},
+        "tools_openai": {"file_name": "tools_openai.jsonl", "formatting": "openai", "columns": {"messages": "messages", "tools": "tools"},
+                         "tags": {**role, "system_tag": "system", "observation_tag": "tool", "function_tag": "function_call"}},
+        "dpo": {"file_name": "dpo.json", "ranking": True, "formatting": "sharegpt", "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}},
+        "dpo_alpaca": {"file_name": "dpo_alpaca.json", "ranking": True, "columns": {"prompt": "instruction", "chosen": "chosen", "rejected": "rejected"}},
+        "kto": {"file_name": "kto.json", "formatting": "sharegpt", "columns": {"messages": "messages", "kto_tag": "label"}, "tags": role},
+        "wiki": {"file_name": "wiki.txt", "columns": {"prompt": "text"}},
+        "c4": {"file_name": "c4.jsonl", "columns": {"prompt": "text"}},
+    }  # fmt: skip
+    (directory / "dataset_info.json").write_text(json.dumps(info, indent=1))
+    return directory
+
+
+# ---------------------------------------------------------------- a real SentencePiece model, in two layouts
+
+
+def sentencepiece_model() -> Path:
+    """Mistral 7B v0.1's SentencePiece model, as the mistral-common package ships it."""
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("mistral_common") / "data" / "tokenizer.model.v1"))
+
+
+def build_sentencepiece_tokenizer(directory: Path, *, legacy: bool | None = None) -> Path:
+    """A Llama-2-style tokenizer directory in the layout transformers 4 saved (tokenizer.json with a
+    Prepend + Replace normalizer, tokenizer_class LlamaTokenizer), from a real SentencePiece model."""
+    import shutil
+
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+    from transformers.convert_slow_tokenizer import SentencePieceExtractor
+
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(sentencepiece_model(), directory / "tokenizer.model")
+    extracted = SentencePieceExtractor(str(directory / "tokenizer.model")).extract(models.BPE)
+    tok = Tokenizer(models.BPE(vocab=extracted["vocab"], merges=extracted["merges"], unk_token="<unk>",
+                               fuse_unk=True, byte_fallback=True))  # fmt: skip
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<unk>", "<s>", "</s>")])
+    tok.save(str(directory / "tokenizer.json"))
+    config: dict[str, Any] = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
+                              "unk_token": "<unk>", "add_bos_token": True, "model_max_length": 32768}  # fmt: skip
+    if legacy is not None:
+        config["legacy"] = legacy
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    return directory

@@ -117,9 +117,12 @@ def test_build_report_adds_config_truncation() -> None:
     )
     assert (result["config_cutoff_len"], result["config_truncated"], result["approximate"]) == (10, 3, False)
     assert "lora_vram_gib" not in result
-    assert "config_cutoff_len" not in cutoff_report.build_report(
-        m, rec, template="empty", counter=Counted(), cfg={}, vram_gib=None
-    ).to_dict()
+    assert (
+        "config_cutoff_len"
+        not in cutoff_report.build_report(
+            m, rec, template="empty", counter=Counted(), cfg={}, vram_gib=None
+        ).to_dict()
+    )
 
 
 def test_human_lines() -> None:

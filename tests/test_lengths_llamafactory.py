@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import requires_llamafactory
-from tests.lf_data import build_bpe_tokenizer, write_dataset_dir
+from tests.lf_data import (
+    build_bpe_tokenizer,
+    build_sentencepiece_tokenizer,
+    isolate_llamafactory,
+    run_llamafactory,
+    write_dataset_dir,
+    write_stage_dir,
+)
 
 pytestmark = [requires_llamafactory, pytest.mark.llamafactory]
 
@@ -59,8 +66,7 @@ def test_lengths_equal_llamafactory(
 ) -> None:
     from lf_tuner.chat import get_template
     from lf_tuner.data import resolve_datasets
-    from lf_tuner.lengths.counters import load_hf_tokenizer
-    from lf_tuner.lengths.measure import LengthCounter
+    from lf_tuner.lengths import LengthCounter, load_hf_tokenizer
 
     tok, data = setup
     lf = _llamafactory(tok, data, template, tmp_path, monkeypatch)
@@ -77,9 +83,186 @@ def test_lengths_equal_llamafactory(
 
 
 def test_registry_matches_installed_llamafactory() -> None:
-    from lf_tuner.chat._generate import snapshot
-    from lf_tuner.chat._registry import TEMPLATES
+    from lf_tuner.chat._generate import snapshot, tool_formats, tool_prompts
+    from lf_tuner.chat._registry import TEMPLATES, TOOL_FORMATS, TOOL_PROMPTS
 
-    assert snapshot() == TEMPLATES, (
-        "regenerate with: python -m lf_tuner.chat._generate && ruff format lf_tuner/chat"
-    )
+    again = "regenerate with: python -m lf_tuner.chat._generate && ruff format lf_tuner/chat"
+    assert snapshot() == TEMPLATES, again
+    assert tool_prompts() == TOOL_PROMPTS, again
+    assert tool_formats() == TOOL_FORMATS, again
+
+
+# ---------------------------------------------------------------- tool formats, text for text
+
+
+def _tool_cases() -> tuple[list[str], list[str]]:
+    import json
+
+    from tests.lf_data import openai_tool_rows, tool_rows
+
+    rows = tool_rows(40, seed=11)
+    tools = [r["tools"] for r in rows] + [json.dumps(r["tools"]) for r in openai_tool_rows(10)]
+    calls = [m["value"] for r in rows for m in r["conversations"] if m["from"] == "function_call"]
+    calls += [
+        '<think>\nplan\n</think>\n\n{"name": "f", "arguments": {"q": "v", "n": [1, 2, {"k": null}], "b": true}}',
+        'before <tool_call>{"name": "f", "arguments": {"q": 2}}</tool_call> after',
+        '[{"name": "a", "arguments": {}}, {"name": "b", "arguments": {"x": "y"}}]',
+    ]
+    return tools, calls
+
+
+def test_every_tool_format_matches_llamafactory() -> None:
+    """Each of LLaMA-Factory's tool formats: the tool prompt and the function-call text, as its formatters."""
+    from llamafactory.data.formatter import FunctionFormatter, ToolFormatter
+    from llamafactory.data.tool_utils import TOOLS
+
+    from lf_tuner.chat import ToolError, function_text, tool_format_names, tool_text
+
+    assert tool_format_names() == sorted(TOOLS)
+    tools, calls = _tool_cases()
+    words = (("<think>\n", "\n</think>\n\n"), ("<tool_call>", "</tool_call>"))
+    checked = 0
+    for fmt in TOOLS:
+        for t in tools:
+            expected: str | None = ToolFormatter(tool_format=fmt).apply(content=t)[0]
+            assert tool_text(fmt, t) == expected, (fmt, t)
+            checked += 1
+        for c in calls:
+            formatter = FunctionFormatter(slots=["{{content}}"], tool_format=fmt)
+            try:
+                expected = formatter.apply(content=c, thought_words=words[0], tool_call_words=words[1])[0]
+            except Exception:  # LLaMA-Factory refuses it (e.g. glm4 and parallel calls): so must lf-tuner
+                expected = None
+            if expected is None:
+                with pytest.raises(ToolError):
+                    function_text(fmt, c, *words)
+            else:
+                assert function_text(fmt, c, *words) == expected, (fmt, c)
+            checked += 1
+    assert checked > 500
+
+
+@pytest.fixture(scope="module")
+def stage_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("lf-stages")
+    return build_bpe_tokenizer(root / "tok"), write_stage_dir(root / "data", n=24)
+
+
+def _ours(tok: Path, data: Path, names: list[str], template: str, stage: str = "sft", **kw: Any) -> Any:
+    from lf_tuner.chat import get_template
+    from lf_tuner.data import resolve_datasets
+    from lf_tuner.lengths import LengthCounter, load_hf_tokenizer
+
+    counter = LengthCounter(get_template(template), load_hf_tokenizer(tok, **kw), stage=stage)
+    return counter.measure(resolve_datasets(names, data, stage=stage))
+
+
+# every tool format; openai rows (arguments as JSON strings) only where LLaMA-Factory's formatter takes them,
+# parallel calls not for glm4 (LLaMA-Factory refuses them: see the next test)
+OPENAI = ["tools", "tools_openai"]
+TOOL_TEMPLATES = {"qwen": OPENAI, "qwen3": OPENAI, "llama3": OPENAI, "mistral": OPENAI, "default": OPENAI,
+                  "phi4_mini": OPENAI, "minimax1": OPENAI, "bailing_v2": OPENAI, "glm4": ["tools_single"],
+                  "minimax2": ["tools"], "seed_oss": ["tools"], "lfm2": ["tools"], "glm4_moe": ["tools"]}  # fmt: skip
+
+
+@pytest.mark.parametrize("template", sorted(TOOL_TEMPLATES))
+def test_tool_call_lengths_equal_llamafactory(
+    template: str, stage_setup: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tok, data = stage_setup
+    names = TOOL_TEMPLATES[template]
+    isolate_llamafactory(tmp_path, monkeypatch)
+    lf = run_llamafactory(tok, data, names, template, tmp_path)
+    m = _ours(tok, data, names, template)
+    assert m.approximate_rows == 0
+    assert list(m.total) == [len(ids) for ids in lf["input_ids"]]
+    assert m.count == 24 * len(names)
+
+
+def test_tool_call_refusals_match_llamafactory(
+    stage_setup: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """glm4 takes no parallel calls: LLaMA-Factory stops on the row, lf-tuner names it."""
+    from lf_tuner.errors import LfTunerError
+
+    tok, data = stage_setup
+    isolate_llamafactory(tmp_path, monkeypatch)
+    with pytest.raises(ValueError, match="GLM-4 does not support parallel functions"):
+        run_llamafactory(tok, data, ["tools"], "glm4", tmp_path)
+    with pytest.raises(LfTunerError, match=r"tools.json\[\d+\]: .*GLM-4 does not support parallel functions"):
+        _ours(tok, data, ["tools"], "glm4")
+
+
+@pytest.mark.parametrize("template", ["qwen", "qwen3", "llama3", "mistral", "glm4_moe"])
+def test_pairwise_lengths_equal_llamafactory(
+    template: str, stage_setup: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tok, data = stage_setup
+    isolate_llamafactory(tmp_path, monkeypatch)
+    lf = run_llamafactory(tok, data, ["dpo", "dpo_alpaca"], template, tmp_path, stage="dpo")
+    m = _ours(tok, data, ["dpo", "dpo_alpaca"], template, stage="dpo")
+    chosen, rejected = [len(x) for x in lf["chosen_input_ids"]], [len(x) for x in lf["rejected_input_ids"]]
+    assert (list(m.chosen), list(m.rejected)) == (chosen, rejected)
+    assert list(m.total) == [max(c, r) for c, r in zip(chosen, rejected, strict=True)]
+    assert m.count == 48 and chosen != rejected
+
+
+@pytest.mark.parametrize("template", ["qwen", "qwen3", "llama3"])
+def test_kto_lengths_equal_llamafactory(
+    template: str, stage_setup: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tok, data = stage_setup
+    isolate_llamafactory(tmp_path, monkeypatch)
+    lf = run_llamafactory(tok, data, ["kto"], template, tmp_path, stage="kto")
+    m = _ours(tok, data, ["kto"], template, stage="kto")
+    assert list(m.total) == [len(x) for x in lf["input_ids"]] and m.count == 24
+
+
+@pytest.mark.parametrize("template", ["qwen", "llama3", "default"])
+def test_pretraining_lengths_and_blocks_equal_llamafactory(
+    template: str, stage_setup: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without packing: every text's length; with packing (pt's default): the number of blocks."""
+    from lf_tuner.lengths import pack
+
+    tok, data = stage_setup
+    isolate_llamafactory(tmp_path, monkeypatch)
+    m = _ours(tok, data, ["wiki", "c4"], template, stage="pt")
+    lf = run_llamafactory(tok, data, ["wiki", "c4"], template, tmp_path, stage="pt", packing=False)
+    assert list(m.total) == [len(x) for x in lf["input_ids"]] and m.count > 48  # wiki.txt: one sample a line
+    for cutoff, extra in ((64, {}), (50, {"preprocessing_batch_size": 7}), (32, {"packing": True})):
+        (tmp_path / "cache").mkdir(exist_ok=True)
+        packed = run_llamafactory(tok, data, ["wiki", "c4"], template, tmp_path, stage="pt", cutoff_len=cutoff,
+                                  **extra)  # fmt: skip
+        block = cutoff - 1 if extra.get("packing") else cutoff
+        blocks = pack(m.packed, block, batch_size=int(extra.get("preprocessing_batch_size", 1000))).blocks
+        assert blocks == len(packed) > 0, (cutoff, extra)
+
+
+# ---------------------------------------------------------------- a SentencePiece tokenizer in the old layout
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("lf-sp")
+    return build_sentencepiece_tokenizer(root / "sp"), write_dataset_dir(root / "data", n=24)
+
+
+@pytest.mark.parametrize("template", ["mistral", "qwen", "qwen3", "llama2", "default"])
+def test_old_sentencepiece_layout_equals_llamafactory(
+    template: str, sentencepiece_setup: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers 5 rebuilds a Llama-2 tokenizer.json (prepend normalizer) when LLaMA-Factory loads it: lf-tuner
+    counts with what it builds, and without transformers rebuilds it the same way, marked approximate."""
+    tok, data = sentencepiece_setup
+    isolate_llamafactory(tmp_path, monkeypatch)
+    lf = run_llamafactory(tok, data, DATASETS, template, tmp_path)
+    expected = [len(ids) for ids in lf["input_ids"]]
+    loaded = _ours(tok, data, DATASETS, template)
+    assert list(loaded.total) == expected and len(expected) == 24 * len(DATASETS)
+    rebuilt = _ours(tok, data, DATASETS, template, use_transformers=False)
+    assert list(rebuilt.total) == expected
+    from lf_tuner.lengths import load_hf_tokenizer
+
+    assert load_hf_tokenizer(tok, use_transformers=False).approximate
+    assert not load_hf_tokenizer(tok).approximate

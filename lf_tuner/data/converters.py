@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,10 @@ class Sample:
     images: list[Any] | None = None
     videos: list[Any] | None = None
     audios: list[Any] | None = None
+    approximate: str | None = None  # why LLaMA-Factory may see this row differently
+
+    def with_approximate(self, reason: str) -> Sample:
+        return replace(self, approximate=reason)
 
     @property
     def uses_tools(self) -> bool:
@@ -272,10 +276,13 @@ def _openai(row: dict[str, Any], attr: DatasetAttr) -> Sample | str:
         system = row.get(attr.system, "") if attr.system else ""
     aligned: list[Message] = []
     tool_responses: list[str] = []
+    structured = isinstance(_col(row, attr.tools), (dict, list))
     for m in messages:
         role, content = m[rt], m[ct]
         if role in (attr.assistant_tag, attr.function_tag) and m.get("tool_calls"):
-            content = json.dumps([t["function"] for t in m["tool_calls"]], ensure_ascii=False)
+            functions = [t["function"] for t in m["tool_calls"]]
+            structured = structured or any(not isinstance(f.get("arguments"), str) for f in functions)
+            content = json.dumps(functions, ensure_ascii=False)
             role = attr.function_tag
         if role == attr.observation_tag:
             tool_responses.append(content)
@@ -305,4 +312,13 @@ def _openai(row: dict[str, Any], attr: DatasetAttr) -> Sample | str:
             system += "\n" + short
     else:
         system += "\n"
-    return _finish(row, attr, aligned, tags, system, tools)
+    sample = _finish(row, attr, aligned, tags, system, tools)
+    if structured and isinstance(sample, Sample):
+        return sample.with_approximate(ARROW_JSON)
+    return sample
+
+
+ARROW_JSON = (
+    "tools or tool-call arguments given as JSON objects: LLaMA-Factory reads them through Arrow, which adds the "
+    "keys other rows have (as null); write them as JSON strings for exact counts"
+)

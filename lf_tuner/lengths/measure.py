@@ -253,6 +253,8 @@ class LengthCounter:
         return m
 
     def _approximate(self, sample: Sample) -> str | None:
+        if sample.approximate:
+            return sample.approximate
         if sample.has_media and self.media is not None:
             return self.media.approximate_reason(sample)
         return None

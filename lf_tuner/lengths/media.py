@@ -131,8 +131,16 @@ def _attrs(obj: Any) -> dict[str, Any]:
     for key in _KEYS:
         value = getattr(obj, key, None)
         if value is not None:
-            out[key] = dict(value) if hasattr(value, "keys") else value
+            out[key] = _size_dict(value) if key in ("size", "crop_size") else value
     return out
+
+
+def _size_dict(value: Any) -> Any:
+    """A transformers `SizeDict` (or dict) as a plain dict of its set fields."""
+    if isinstance(value, dict):
+        return value
+    names = ("height", "width", "shortest_edge", "longest_edge")
+    return {k: getattr(value, k) for k in names if getattr(value, k, None) is not None} or value
 
 
 def _read(path: Path) -> dict[str, Any]:
