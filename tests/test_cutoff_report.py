@@ -13,8 +13,8 @@ import pytest
 from lf_tuner.config.files import load_mapping
 from lf_tuner.data import DatasetAttr
 from lf_tuner.errors import LfTunerError
-from lf_tuner.lengths import report as cutoff_report
 from lf_tuner.lengths import Measurement, histogram, recommend, stats_table
+from lf_tuner.lengths import report as cutoff_report
 from lf_tuner.memory import lora_vram_gib
 from tests.conftest import HAS_TRANSFORMERS
 from tests.lf_data import build_bpe_tokenizer, write_dataset_dir

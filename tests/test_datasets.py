@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from lf_tuner import data as datasets
-from lf_tuner.data import readers
-from lf_tuner.data import attr_for_file, convert, iter_rows, resolve_datasets, write_filtered
+from lf_tuner.data import attr_for_file, convert, iter_rows, readers, resolve_datasets, write_filtered
 from lf_tuner.errors import LfTunerError
 from tests.lf_data import alpaca_rows, sharegpt_rows, write_dataset_dir
 

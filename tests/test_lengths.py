@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from lf_tuner.chat import Message, get_template, template_names
 from lf_tuner.data import DatasetAttr, convert, iter_rows, resolve_datasets
 from lf_tuner.errors import LfTunerError
-from lf_tuner.lengths.counters import GPT2_PATTERN, HFTokenCounter, ascii_pattern, load_hf_tokenizer
 from lf_tuner.lengths import LengthCounter, Stats, histogram, percentile, recommend
+from lf_tuner.lengths.counters import GPT2_PATTERN, HFTokenCounter, ascii_pattern, load_hf_tokenizer
 
 
 def test_percentile_is_nearest_rank() -> None:
