@@ -324,3 +324,73 @@ def build_sentencepiece_tokenizer(directory: Path, *, legacy: bool | None = None
         config["legacy"] = legacy
     (directory / "tokenizer_config.json").write_text(json.dumps(config))
     return directory
+
+
+# ---------------------------------------------------------------- multimodal: a tiny Qwen2-VL processor and media
+
+VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+IMAGE_SIZES = [(640, 480), (20, 300), (1000, 40), (3000, 2000), (50, 50), (333, 777)]
+
+
+def build_qwen2_vl_model(directory: Path) -> Path:
+    """The test tokenizer with Qwen2-VL's vision tokens, and image/video processor configs (small pixel limits)."""
+    from tokenizers import AddedToken, Tokenizer
+
+    build_bpe_tokenizer(directory)
+    tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in VISION_TOKENS])
+    tok.save(str(directory / "tokenizer.json"))
+    common = {"processor_class": "Qwen2VLProcessor", "patch_size": 14, "merge_size": 2, "temporal_patch_size": 2,
+              "min_pixels": 3136, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}  # fmt: skip
+    (directory / "preprocessor_config.json").write_text(
+        json.dumps({**common, "image_processor_type": "Qwen2VLImageProcessor", "max_pixels": 200704})
+    )
+    (directory / "video_preprocessor_config.json").write_text(
+        json.dumps({**common, "video_processor_type": "Qwen2VLVideoProcessor", "max_pixels": 100352})
+    )
+    return directory
+
+
+def write_media_dir(directory: Path, n: int = 12) -> Path:
+    """sharegpt rows with images (files of several sizes), videos (a file and frame lists) and text-only rows."""
+    import av
+    import numpy as np
+    from PIL import Image
+
+    media = directory / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    for i, (w, h) in enumerate(IMAGE_SIZES):
+        Image.new("RGB", (w, h), (i * 40, 100, 200)).save(media / f"{i}.png")
+    container = av.open(str(media / "clip.mp4"), "w")
+    stream = container.add_stream("mpeg4", rate=10)
+    stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+    for i in range(25):
+        frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), i * 8, dtype=np.uint8), format="rgb24")
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    rnd = random.Random(13)
+    rows, video_rows, frame_rows = [], [], []
+    for i in range(n):
+        k = i % 3
+        images = [f"media/{rnd.randrange(len(IMAGE_SIZES))}.png" for _ in range(k)]
+        user = "".join("<image>" for _ in images) + _text(rnd)
+        msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": _text(rnd)}]
+        rows.append({"messages": msgs, "images": images})
+        frames = [f"media/{i % 2}.png"] * (3 + i % 2)  # frame lists (of one size): odd ones get a frame added
+        (video_rows if i % 2 else frame_rows).append({"messages": [{"role": "user", "content": "<video>" + _text(rnd)},
+                                        {"role": "assistant", "content": _text(rnd)}],
+             "videos": ["media/clip.mp4"] if i % 2 else [frames]})  # fmt: skip
+    (directory / "images.json").write_text(json.dumps(rows))
+    (directory / "videos.json").write_text(json.dumps(video_rows))
+    (directory / "frames.json").write_text(json.dumps(frame_rows))
+    role = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+    info = {
+        "images": {"file_name": "images.json", "formatting": "sharegpt", "columns": {"messages": "messages", "images": "images"}, "tags": role},
+        "videos": {"file_name": "videos.json", "formatting": "sharegpt", "columns": {"messages": "messages", "videos": "videos"}, "tags": role},
+        "frames": {"file_name": "frames.json", "formatting": "sharegpt", "columns": {"messages": "messages", "videos": "videos"}, "tags": role},
+    }  # fmt: skip
+    (directory / "dataset_info.json").write_text(json.dumps(info, indent=1))
+    return directory

@@ -266,3 +266,69 @@ def test_old_sentencepiece_layout_equals_llamafactory(
 
     assert load_hf_tokenizer(tok, use_transformers=False).approximate
     assert not load_hf_tokenizer(tok).approximate
+
+
+# ---------------------------------------------------------------- multimodal rows (a tiny processor config)
+
+
+@pytest.fixture(scope="module")
+def media_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from tests.lf_data import build_qwen2_vl_model, write_media_dir
+
+    root = tmp_path_factory.mktemp("lf-media")
+    return build_qwen2_vl_model(root / "model"), write_media_dir(root / "data")
+
+
+@pytest.mark.parametrize("names", [["images", "videos"], ["frames"]])  # LLaMA-Factory cannot merge these
+@pytest.mark.parametrize(
+    "extra", [{}, {"image_max_pixels": 128 * 128, "video_fps": 4.0, "video_max_pixels": 4096}]
+)
+def test_media_lengths_equal_llamafactory(
+    names: list[str],
+    extra: dict[str, Any],
+    media_setup: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Qwen2-VL image and video tokens from the processor config, the image sizes and the video stream."""
+    from lf_tuner.data import resolve_datasets
+    from lf_tuner.lengths import config_counter, config_template, load_hf_tokenizer
+
+    model, data = media_setup
+    isolate_llamafactory(tmp_path, monkeypatch)
+    lf = run_llamafactory(model, data, names, "qwen2_vl", tmp_path, **extra)
+    cfg = {"template": "qwen2_vl", **extra}
+    counter = config_counter(cfg, config_template(cfg), load_hf_tokenizer(model), model, "sft")
+    m = counter.measure(resolve_datasets(names, data))
+    assert m.approximate_rows == 0
+    assert list(m.total) == [len(x) for x in lf["input_ids"]]
+    assert max(m.total) - min(m.total) > 40  # media tokens counted, not placeholders
+
+
+def test_media_refusals_match_llamafactory(
+    stage_setup: tuple[Path, Path],
+    media_setup: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An image template with no processor in the model folder, and images for a text-only template."""
+    from lf_tuner.data import resolve_datasets
+    from lf_tuner.errors import LfTunerError
+    from lf_tuner.lengths import config_counter, config_template, load_hf_tokenizer
+
+    tok, text_data = stage_setup
+    model, data = media_setup
+    isolate_llamafactory(tmp_path, monkeypatch)
+    with pytest.raises(ValueError, match="Processor was not found"):
+        run_llamafactory(tok, text_data, ["kto"], "qwen2_vl", tmp_path, stage="kto")
+    cfg = {"template": "qwen2_vl"}
+    with pytest.raises(
+        LfTunerError, match=r"the `qwen2_vl` plugin needs the model's processor.*Processor was not"
+    ):
+        config_counter(cfg, config_template(cfg), load_hf_tokenizer(tok), tok, "kto")
+    with pytest.raises(ValueError, match="This model does not support image input"):
+        run_llamafactory(model, data, ["images"], "qwen", tmp_path)
+    cfg = {"template": "qwen"}
+    counter = config_counter(cfg, config_template(cfg), load_hf_tokenizer(model), model, "sft")
+    with pytest.raises(LfTunerError, match=r"images.json\[1\]: this template does not take image input"):
+        counter.measure(resolve_datasets(["images"], data))
