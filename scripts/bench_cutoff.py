@@ -1,30 +1,33 @@
-"""Benchmark `lf-tuner cutoff` against LLaMA-Factory's own length pipeline (scripts/stat_utils/length_cdf.py).
+"""Benchmark `lf-tuner cutoff` against LLaMA-Factory's own length pipeline on distinct rows, for a byte-level BPE
+and a SentencePiece tokenizer.
 
-    python scripts/bench_cutoff.py                 # 100,000 sharegpt samples + a 1,000,000-row JSONL for RSS
-    python scripts/bench_cutoff.py --samples 20000 --rss-samples 200000
-    python scripts/bench_cutoff.py --samples 20000 --skip-llamafactory --rss-samples 0
+    python scripts/bench_cutoff.py                       # 100,000 sharegpt samples, both tokenizers
+    python scripts/bench_cutoff.py --samples 20000 --tokenizer sentencepiece
+    python scripts/bench_cutoff.py --samples 20000 --skip-llamafactory
 
-Everything is generated here, nothing is downloaded: instruction-like conversations (a fixed vocabulary of
-6,000 English-like words drawn with a Zipf law; sentences, paragraphs, lists and code blocks; 1 to 6 turns,
-lognormal turn lengths with long outliers; system prompts, most of them from a small shared pool) and a
-byte-level BPE tokenizer trained on such text (vocab 32k, Qwen2's pre-tokenizer and special tokens), saved
-as a Hugging Face tokenizer directory that LLaMA-Factory loads with AutoTokenizer.
+Everything is generated here, nothing is downloaded: instruction-like conversations (a vocabulary of 20,000
+English-like words drawn with a Zipf law; sentences, paragraphs, lists and code blocks; 1 to 6 turns, lognormal
+turn lengths with long outliers; system prompts, most of them from a small shared pool). Every row is distinct
+(the script counts them and says so). The tokenizers: a byte-level BPE trained here on such text (vocab 32k,
+Qwen2's pre-tokenizer and special tokens), and Mistral 7B v0.1's SentencePiece model (as the mistral-common
+package ships it) saved in the Llama-2 tokenizer.json layout, which transformers 5 rebuilds when it loads it.
 
 Each side runs in its own process, one after the other, on the same data: lf-tuner's `LengthCounter.measure`
-(what `lf-tuner cutoff` runs) and LLaMA-Factory's `get_dataset` with the template and no truncation (what
-length_cdf.py runs; `preprocessing_num_workers` = the CPU count). The table gives each side's pipeline time
-(tokenizer load to lengths; imports apart), its whole process (interpreter start and imports included) and
-its CPU time (its worker processes included), then checks that the lengths are identical sample by sample.
-LLaMA-Factory starts with an empty datasets cache each time (its JSON -> Arrow step is not skipped).
-The RSS run is `lf-tuner cutoff FILE.jsonl --json` (lf-tuner only): the peak RSS of its main process, of its
-largest worker and of all its processes together, read from /proc.
+(what `lf-tuner cutoff` runs, tokenizer loaded through transformers as LLaMA-Factory loads it) and LLaMA-Factory's
+`get_dataset` with the template and no truncation (what its scripts/stat_utils/length_cdf.py runs;
+`preprocessing_num_workers` = --workers). Seconds are each side's pipeline, tokenizer load to lengths (imports apart:
+llamafactory's on one side, lf_tuner's and transformers' on the other); peak MiB is the largest sum of the PSS of
+the side's processes (its workers included, shared pages counted once), read from /proc. The lengths are compared
+sample by sample. LLaMA-Factory starts with an empty datasets cache each time (its JSON -> Arrow step is not skipped).
 
-With --workdir, the tokenizer and the data files are kept there and reused by the next run.
+With --workdir, the tokenizers and the data files are kept there and reused by the next run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import math
 import multiprocessing
@@ -56,7 +59,7 @@ ONSETS = ["", "", *_ONSETS.split()]
 NUCLEI = ["a", "e", "i", "o", "u", "a", "e", "ea", "ou", "ai", "io", "y"]
 CODAS = ["", "", "", "", "n", "r", "s", "t", "l", "nd", "st", "ng", "ck", "m", "rt", "nt"]
 SUFFIXES = [""] * 8 + ["ing", "ed", "er", "ly", "tion", "s", "ment", "ness", "able", "al", "ive", "ize"]
-VOCABULARY = 6_000  # words the data draws from
+VOCABULARY = 20_000  # words the data draws from
 LEXICON = 40_000  # words the tokenizer is trained on (the data's 6,000 are the most frequent)
 # Qwen2's pre-tokenizer (tokenizer.json of Qwen2.5 / Qwen3) and its special tokens.
 QWEN_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -258,6 +261,32 @@ def build_tokenizer(directory: Path, words: list[str], vocab: int) -> Path:
     return directory
 
 
+def build_sentencepiece(directory: Path) -> Path:
+    """Mistral 7B v0.1's SentencePiece model in the Llama-2 tokenizer.json layout (Prepend + Replace normalizer)."""
+    import importlib.resources
+
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+    from transformers.convert_slow_tokenizer import SentencePieceExtractor
+
+    directory.mkdir(parents=True, exist_ok=True)
+    model = Path(str(importlib.resources.files("mistral_common") / "data" / "tokenizer.model.v1"))
+    shutil.copy(model, directory / "tokenizer.model")
+    extracted = SentencePieceExtractor(str(model)).extract(models.BPE)
+    tok = Tokenizer(models.BPE(vocab=extracted["vocab"], merges=extracted["merges"], unk_token="<unk>",
+                               fuse_unk=True, byte_fallback=True))  # fmt: skip
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+    )
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<unk>", "<s>", "</s>")])
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+        "add_bos_token": True, "model_max_length": 32768,
+    }))  # fmt: skip
+    return directory
+
+
 # ---------------------------------------------------------------- the two sides, each in its own process
 
 
@@ -265,8 +294,10 @@ def side_lftuner(tok: Path, data: Path, template: str) -> tuple[list[int], float
     t0 = time.perf_counter()
     from lf_tuner.chat import get_template
     from lf_tuner.data import resolve_datasets
-    from lf_tuner.lengths.counters import load_hf_tokenizer
-    from lf_tuner.lengths.measure import LengthCounter
+    from lf_tuner.lengths import LengthCounter, load_hf_tokenizer
+
+    with contextlib.suppress(ImportError):  # as llamafactory's import brings it on the other side
+        from transformers import AutoTokenizer  # noqa: F401
 
     imports = time.perf_counter() - t0
     counter = LengthCounter(get_template(template), load_hf_tokenizer(tok))
@@ -314,7 +345,7 @@ def timed(cmd: list[str], log: Path | None = None) -> dict[str, Any]:
 
     Memory comes from /proc every 0.1 s: `rss` is the process's own peak (VmHWM, which exec resets; the
     kernel's ru_maxrss would include this big parent's RSS at fork), `worker_rss` the largest peak among its
-    child processes, `tree_rss` the largest sum of current RSS over all of them.
+    child processes, `tree_rss` the largest sum of their PSS (shared pages counted once).
     """
     peaks: dict[int, float] = {}
     tree = [0.0]
@@ -352,8 +383,17 @@ def timed(cmd: list[str], log: Path | None = None) -> dict[str, Any]:
     }
 
 
+def _pss(pid: int) -> float:
+    """The process's proportional set size in MiB: its shared pages (a forked worker's, the parent's) divided
+    among the processes that share them, so that a sum over processes counts each page once."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    raise KeyError("Pss")
+
+
 def _tree_memory(pid: int) -> dict[int, tuple[float, float]]:
-    """(VmRSS, VmHWM) in MiB of a process and its descendants, from /proc (empty where it is not there)."""
+    """(PSS, VmHWM) in MiB of a process and its descendants, from /proc (empty where it is not there)."""
     found: dict[int, tuple[float, float]] = {}
     todo = [pid]
     while todo:
@@ -366,44 +406,70 @@ def _tree_memory(pid: int) -> dict[int, tuple[float, float]]:
             )
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
-            found[p] = (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+            found[p] = (_pss(p), int(fields["VmHWM"].split()[0]) / 1024)
         except (OSError, KeyError, ValueError):  # gone meanwhile, or a zombie
             continue
     return found
 
 
-def compare(args: argparse.Namespace, tok: Path, data: Path, work: Path) -> None:
+def distinct_rows(path: Path) -> tuple[int, int]:
+    """(distinct rows, rows) of a JSON array written one row a line (as write_rows writes it)."""
+    seen: set[bytes] = set()
+    rows = 0
+    with path.open("rb") as fh:
+        for line in fh:
+            line = line.strip().rstrip(b",")
+            if line in (b"[", b"]", b""):
+                continue
+            rows += 1
+            seen.add(hashlib.blake2b(line, digest_size=16).digest())
+    return len(seen), rows
+
+
+def compare(
+    args: argparse.Namespace, kind: str, tok: Path, template: str, data: Path, work: Path
+) -> dict[str, Any]:
+    """Both sides on one tokenizer: their timings, peak RSS and lengths."""
     sides = ["lf-tuner"] + ([] if args.skip_llamafactory else ["LLaMA-Factory"])
-    result: dict[str, dict[str, Any]] = {}
+    result: dict[str, Any] = {"kind": kind, "template": template}
     for side in sides:
-        out = work / f"{side}.lengths"
+        out = work / f"{kind}-{side}.lengths"
         cmd = [sys.executable, __file__, "--side", side, "--tok", str(tok), "--data", str(data),
-               "--template", args.template, "--workers", str(args.workers), "--work", str(work), "--out", str(out)]  # fmt: skip
-        log = work / f"{side}.log"
+               "--template", template, "--workers", str(args.workers), "--work", str(work), "--out", str(out)]  # fmt: skip
+        log = work / f"{kind}-{side}.log"
         shutil.rmtree(work / "hf-cache", ignore_errors=True)
-        print(f"running {side} (its log: {log}) ...", file=sys.stderr, flush=True)
+        print(f"running {side} with the {kind} tokenizer (its log: {log}) ...", file=sys.stderr, flush=True)
         r = timed(cmd, log)
         r.update(json.loads(out.with_suffix(".json").read_text()))
         r["lengths"] = array("q", out.read_bytes())
         result[side] = r
-    ours = result["lf-tuner"]
-    n, tokens = len(ours["lengths"]), sum(ours["lengths"])
-    print(f"\n{n:,} samples, {tokens:,} tokens ({tokens / n:.0f} per sample, template included), "
-          f"{(data / 'bench.json').stat().st_size / 2**20:.0f} MiB JSON, {os.cpu_count()} CPUs")  # fmt: skip
-    print(f"{'':<28}{'pipeline s':>11}{'imports s':>10}{'process s':>10}{'CPU s':>8}{'samples/s':>11}")
-    for side, r in result.items():
-        label = f"{side} ({args.workers} workers)" if side == "LLaMA-Factory" else side
-        print(f"{label:<28}{r['pipeline']:>11.1f}{r['imports']:>10.1f}{r['wall']:>10.1f}{r['cpu']:>8.1f}"
-              f"{n / r['pipeline']:>11,.0f}")  # fmt: skip
-    if "LLaMA-Factory" in result:
-        lf = result["LLaMA-Factory"]
-        print(f"speed-up: {lf['pipeline'] / ours['pipeline']:.1f}x pipeline, {lf['wall'] / ours['wall']:.1f}x "
-              f"whole process, {lf['cpu'] / ours['cpu']:.1f}x CPU time")  # fmt: skip
-        same = list(ours["lengths"]) == list(lf["lengths"])
-        diff = sum(a != b for a, b in zip(ours["lengths"], lf["lengths"], strict=False))
-        print(
-            f"lengths identical: {'yes' if same else 'NO'} ({n:,} vs {len(lf['lengths']):,} samples, {diff} differ)"
-        )
+    return result
+
+
+def print_table(results: list[dict[str, Any]], args: argparse.Namespace, data: Path) -> None:
+    distinct, rows = distinct_rows(data / "bench.json")
+    print(f"\n{rows:,} rows, {distinct:,} of them distinct; {(data / 'bench.json').stat().st_size / 2**20:.0f} MiB "
+          f"JSON; {os.cpu_count()} CPUs (load average before the run: {args.load:.2f})")  # fmt: skip
+    head = (
+        f"{'tokenizer':<16}{'side':<28}{'samples':>9}{'tokens':>13}{'seconds':>9}{'ratio':>7}{'peak MiB':>10}"
+    )
+    print(head)
+    for r in results:
+        ours = r["lf-tuner"]
+        for side in ("lf-tuner", "LLaMA-Factory"):
+            if side not in r:
+                continue
+            x = r[side]
+            label = f"{side} ({args.workers} workers)" if side == "LLaMA-Factory" else side
+            ratio = r["LLaMA-Factory"]["pipeline"] / x["pipeline"] if "LLaMA-Factory" in r else float("nan")
+            print(f"{r['kind']:<16}{label:<28}{len(x['lengths']):>9,}{sum(x['lengths']):>13,}{x['pipeline']:>9.1f}"
+                  f"{ratio:>6.1f}x{x['tree_rss']:>10.0f}{x['wall']:>11.1f}")  # fmt: skip
+        if "LLaMA-Factory" in r:
+            lf = r["LLaMA-Factory"]
+            diff = sum(a != b for a, b in zip(ours["lengths"], lf["lengths"], strict=False))
+            same = diff == 0 and len(ours["lengths"]) == len(lf["lengths"])
+            print(f"{'':<16}lengths identical: {'yes' if same else 'NO'} ({diff} of {len(lf['lengths']):,} differ); "
+                  f"template {r['template']}")  # fmt: skip
 
 
 def rss(args: argparse.Namespace, tok: Path, work: Path, words: list[str]) -> None:
@@ -420,22 +486,24 @@ def rss(args: argparse.Namespace, tok: Path, work: Path, words: list[str]) -> No
     size = big.stat().st_size / 2**30
     print(f"{args.rss_samples:,}-row JSONL ({size:.1f} GiB): lf-tuner cutoff --json {r['wall']:.0f}s, "
           f"{report['count']:,} samples, {report['tokens']:,} tokens")  # fmt: skip
-    print(f"peak RSS: {r['rss']:.0f} MiB main process, {r['worker_rss']:.0f} MiB largest worker, "
-          f"{r['tree_rss']:.0f} MiB all processes together")  # fmt: skip
+    print(f"peak memory: {r['rss']:.0f} MiB main process (RSS), {r['worker_rss']:.0f} MiB largest worker (RSS), "
+          f"{r['tree_rss']:.0f} MiB all processes together (PSS)")  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=100_000, help="samples in the comparison [100,000]")
-    ap.add_argument("--rss-samples", type=int, default=1_000_000, help="rows in the RSS JSONL; 0 skips it")
-    ap.add_argument("--vocab", type=int, default=32_000)
-    ap.add_argument("--template", default="qwen")
     ap.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="LLaMA-Factory's preprocessing workers"
+        "--rss-samples", type=int, default=0, help="rows of a JSONL for lf-tuner's RSS alone [0: none]"
     )
+    ap.add_argument("--vocab", type=int, default=32_000)
+    ap.add_argument("--tokenizer", choices=["bpe", "sentencepiece"], action="append",
+                    help="which tokenizers [both]")  # fmt: skip
+    ap.add_argument("--workers", type=int, default=2, help="LLaMA-Factory's preprocessing workers [2]")
     ap.add_argument("--skip-llamafactory", action="store_true")
-    ap.add_argument("--workdir", type=Path, help="keep data and tokenizer here (reused when present)")
+    ap.add_argument("--workdir", type=Path, help="keep data and tokenizers here (reused when present)")
     ap.add_argument("--side", choices=["lf-tuner", "LLaMA-Factory"], help=argparse.SUPPRESS)
+    ap.add_argument("--template", help=argparse.SUPPRESS)
     for hidden in ("--tok", "--data", "--work", "--out"):  # the child's arguments
         ap.add_argument(hidden, type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -443,15 +511,18 @@ def main() -> None:
         run_side(args)
         return
 
+    args.load = os.getloadavg()[0]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-cutoff-"))
     work.mkdir(parents=True, exist_ok=True)
     words = lexicon(LEXICON, random.Random(0))
-    tok = work / "tok"
-    if not (tok / "tokenizer.json").is_file():
-        t0 = time.perf_counter()
-        build_tokenizer(tok, words, args.vocab)
-        print(f"tokenizer: byte-level BPE, vocab {args.vocab}, trained in {time.perf_counter() - t0:.0f}s",
-              file=sys.stderr)  # fmt: skip
+    tokenizers = {}
+    for kind in args.tokenizer or ["bpe", "sentencepiece"]:
+        tok = work / ("tok" if kind == "bpe" else "sp")
+        if not (tok / "tokenizer.json").is_file():
+            t0 = time.perf_counter()
+            build_tokenizer(tok, words, args.vocab) if kind == "bpe" else build_sentencepiece(tok)
+            print(f"tokenizer {kind}: built in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+        tokenizers[kind] = (tok, "qwen" if kind == "bpe" else "mistral")
     if args.samples:
         data = work / f"data-{args.samples}"
         if not (data / "dataset_info.json").is_file():
@@ -460,8 +531,11 @@ def main() -> None:
             (data / "dataset_info.json").write_text(
                 json.dumps({"bench": {"file_name": "bench.json", "formatting": "sharegpt"}})
             )
-        compare(args, tok, data, work)
+        results = [compare(args, kind, tok, tpl, data, work) for kind, (tok, tpl) in tokenizers.items()]
+        print_table(results, args, data)
     if args.rss_samples:
+        tok, template = next(iter(tokenizers.values()))
+        args.template = template
         rss(args, tok, work, words)
 
 

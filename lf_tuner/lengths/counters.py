@@ -70,6 +70,10 @@ class TokenCounter(Protocol):
         """LLaMA-Factory's `Template.fix_special_tokens`: eos replacement and stop words as special tokens."""
         ...
 
+    def for_worker(self) -> TokenCounter | None:
+        """A copy that counts the same in a worker process (after `prepare`), or None where there is none."""
+        ...
+
 
 def _token_text(value: Any) -> str | None:
     if isinstance(value, str):
@@ -126,6 +130,23 @@ class HFTokenCounter:
             return []
         encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
         return [len(e.ids) for e in encodings]
+
+    def for_worker(self) -> HFTokenCounter | None:
+        """The backend `tokenizers` object and the special tokens, without the transformers object: None where
+        the backend does not encode as the transformers tokenizer does (counting needs that object then)."""
+        if self.hf is not None and self._backend_differs():
+            return None
+        copy = HFTokenCounter(
+            tokenizer=self.tokenizer,
+            label=self.label,
+            special=dict(self.special),
+            approximate=self.approximate,
+            approximate_reason=self.approximate_reason,
+            shortcut=self.shortcut,
+            bos_on_pt=self.bos_on_pt,
+        )
+        copy._pretokens, copy._pretokens_ready = self.pretoken_counter(), True  # built and checked once
+        return copy
 
     def _backend_differs(self) -> bool:
         """Whether the transformers tokenizer encodes differently from its backend (checked on probes once)."""
@@ -212,7 +233,7 @@ class HFTokenCounter:
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 _ASCII_IDENTITY_NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD"}
 _BYTES = (1 << 32) - 1
-_PRETOKEN_CACHE_MAX = 500_000  # distinct pre-tokens remembered (a few tens of MB); forgotten when full
+_PRETOKEN_CACHE_MAX = 1_000_000  # distinct pre-tokens remembered (some 100 MB); forgotten when full
 # Checked against `encode` when the shortcut is built: contractions, runs of blanks, digits, control characters.
 _PROBES = (
     "Hello, world! It's 2024: naive   spacing\n\n\tTabs\r\nand CRLF.  x  ",
@@ -467,6 +488,8 @@ _SP_PROBES = (
     "Hello, world! It's 2024:  double  spaces   and\ttabs\nnew lines.\n\n  indented\n",
     " leading space", "trailing space ", "   ", "", "a", "\u00fcber caf\u00e9 na\u00efve \u6771\u4eac \U0001f600 emoji",
     "def f(x):\n    return x * 2  # comment\n", "x" * 40 + " " + "y" * 3,
+    "Single spaces: words, punctuation. Numbers 123 4567! (brackets) [x] {y} end \u2581marker",
+    "a b", "x\ny z\n\nw", "tail ", "\u00e9t\u00e9 d\u00e9j\u00e0 vu",
 )  # fmt: skip
 
 
@@ -485,10 +508,13 @@ class MetaspaceCounter:
     added: Callable[[str], list[str]] | None
     prepend: str  # "always", "first" (the text's first section only), "never", or "normalizer" (old layout)
     chunks: Callable[[str], list[str]]
+    simple: bool = False  # no token holds "c\u2581" for a c other than "\u2581": chunks are words
     lengths: dict[str, int] = field(init=False, repr=False)
+    spaced: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.lengths = _ChunkLengths(self.model)
+        self.spaced = _ChunkLengths(self.model, _METASPACE)
 
     @classmethod
     def build(cls, tokenizer: Any) -> MetaspaceCounter | None:
@@ -522,7 +548,7 @@ class MetaspaceCounter:
         pattern = f"{m}*(?:[^{m}{joiners}]|[{joiners}]{m}*)+|{m}+" if joiners else f"{m}*[^{m}]+|{m}+"
         words = sorted({w for w in added if w}, key=len, reverse=True)
         split = re.compile("|".join(map(re.escape, words))).split if words else None
-        counter = cls(tokenizer.model, split, prepend, re.compile(pattern).findall)
+        counter = cls(tokenizer.model, split, prepend, re.compile(pattern).findall, simple=not joiners)
         probes = [*_SP_PROBES, *(f"x{t}y {t} {t}{t}\n{t} z" for t in added), *(f"{t} lead" for t in added)]
         expected = [len(e.ids) for e in tokenizer.encode_batch_fast(probes, add_special_tokens=False)]
         if list(map(counter.count, probes)) != expected:
@@ -540,25 +566,34 @@ class MetaspaceCounter:
         for i, part in enumerate(parts):
             if not part:
                 continue
-            section = part.replace(" ", _METASPACE)
-            if self.prepend == "normalizer" or (
-                not section.startswith(_METASPACE)
+            prefix = self.prepend == "normalizer" or (
+                not part.startswith((" ", _METASPACE))
                 and (self.prepend == "always" or (self.prepend == "first" and i == 0))
-            ):
-                section = _METASPACE + section
-            total += sum(map(length, chunks(section)))
+            )
+            if self.simple and part[0] != " " and "  " not in part and _METASPACE not in part:
+                # every space follows a non-space: "\u2581" + each word is a chunk (str.split is C, a regex is not)
+                first, *rest = part.split(" ")
+                total += length(_METASPACE + first if prefix else first) + sum(
+                    map(self.spaced.__getitem__, rest)
+                )
+                continue
+            section = part.replace(" ", _METASPACE)
+            total += sum(map(length, chunks(_METASPACE + section if prefix else section)))
         return total
 
 
 class _ChunkLengths(dict[str, int]):
-    def __init__(self, model: Any) -> None:
+    """Chunk -> its token count (of `prefix` + chunk), through the BPE model on first sight."""
+
+    def __init__(self, model: Any, prefix: str = "") -> None:
         super().__init__()
         self.tokenize = model.tokenize
+        self.prefix = prefix
 
     def __missing__(self, chunk: str) -> int:
         if len(self) >= _PRETOKEN_CACHE_MAX:
             self.clear()
-        value = len(self.tokenize(chunk))
+        value = len(self.tokenize(self.prefix + chunk)) if chunk or self.prefix else 0
         self[chunk] = value
         return value
 
@@ -779,6 +814,9 @@ class TiktokenCounter:
 
     def special_text(self, name: str) -> str | None:
         return None  # no text: counted as one token
+
+    def for_worker(self) -> TiktokenCounter | None:
+        return None  # tiktoken counts in its own threads
 
     def prepare(self, stop_words: list[str], replace_eos: bool) -> None:
         return None

@@ -339,7 +339,10 @@ def _worker_counts(texts: list[str]) -> list[int]:
 
 
 class _Counting:
-    """Counts texts here, or in forked worker processes (a few batches in flight, results in order)."""
+    """Counts texts here, or in forked worker processes (a few batches in flight, results in order).
+
+    Workers get the counter's `for_worker` copy (the `tokenizers` backend, without the transformers object).
+    """
 
     def __init__(self, counter: TokenCounter, workers: int) -> None:
         self.counter = counter
@@ -347,14 +350,15 @@ class _Counting:
         self.in_flight = 0
         import multiprocessing
 
-        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        copy = counter.for_worker() if workers > 1 else None
+        if copy is not None and "fork" in multiprocessing.get_all_start_methods():
             # Forked workers inherit the tokenizer; Rust threads are not carried over a fork, so each worker
             # counts on one thread (TOKENIZERS_PARALLELISM=false also silences tokenizers' fork warning).
             saved = os.environ.get("TOKENIZERS_PARALLELISM")
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
             try:
                 ctx = multiprocessing.get_context("fork")
-                self.pool = ctx.Pool(workers, _worker_init, (counter,))
+                self.pool = ctx.Pool(workers, _worker_init, (copy,))
             finally:
                 if saved is None:
                     os.environ.pop("TOKENIZERS_PARALLELISM", None)
