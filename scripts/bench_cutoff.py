@@ -439,6 +439,7 @@ def compare(
         log = work / f"{kind}-{side}.log"
         shutil.rmtree(work / "hf-cache", ignore_errors=True)
         print(f"running {side} with the {kind} tokenizer (its log: {log}) ...", file=sys.stderr, flush=True)
+        os.environ["LF_TUNER_WORKERS"] = str(args.workers)  # lf-tuner's counting processes: as many
         r = timed(cmd, log)
         r.update(json.loads(out.with_suffix(".json").read_text()))
         r["lengths"] = array("q", out.read_bytes())
@@ -452,6 +453,7 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace, data: P
           f"JSON; {os.cpu_count()} CPUs (load average before the run: {args.load:.2f})")  # fmt: skip
     head = (
         f"{'tokenizer':<16}{'side':<28}{'samples':>9}{'tokens':>13}{'seconds':>9}{'ratio':>7}{'peak MiB':>10}"
+        f"{'process s':>11}"
     )
     print(head)
     for r in results:
@@ -460,7 +462,7 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace, data: P
             if side not in r:
                 continue
             x = r[side]
-            label = f"{side} ({args.workers} workers)" if side == "LLaMA-Factory" else side
+            label = f"{side} ({args.workers} workers)"
             ratio = r["LLaMA-Factory"]["pipeline"] / x["pipeline"] if "LLaMA-Factory" in r else float("nan")
             print(f"{r['kind']:<16}{label:<28}{len(x['lengths']):>9,}{sum(x['lengths']):>13,}{x['pipeline']:>9.1f}"
                   f"{ratio:>6.1f}x{x['tree_rss']:>10.0f}{x['wall']:>11.1f}")  # fmt: skip
