@@ -19,6 +19,10 @@ from typing import Any, NamedTuple
 
 from lf_tuner.chat._registry import TOOL_FORMATS, TOOL_PROMPTS
 
+Tool = dict[
+    str, Any
+]  # one tool: a JSON function schema ({"name", "description", "parameters"}), maybe wrapped
+
 
 class ToolError(ValueError):
     """A row LLaMA-Factory's tool formatting fails on (it stops preprocessing there)."""
@@ -33,19 +37,19 @@ def _dumps(value: Any, indent: int | None = None) -> str:
     return json.dumps(value, ensure_ascii=False, indent=indent)
 
 
-def _unwrap(tool: dict[str, Any], default: Any = "") -> Any:
+def _unwrap(tool: Tool, default: Any = "") -> Any:
     """`tool.get("function", default) if tool.get("type") == "function" else tool`."""
     return tool.get("function", default) if tool.get("type") == "function" else tool
 
 
-def _wrap(tool: dict[str, Any]) -> dict[str, Any]:
+def _wrap(tool: Tool) -> Tool:
     return tool if tool.get("type") == "function" else {"type": "function", "function": tool}
 
 
 # ---------------------------------------------------------------- tool prompts (tool_formatter)
 
 
-def _default_tools(tools: list[dict[str, Any]]) -> str:
+def _default_tools(tools: list[Tool]) -> str:
     tool_text = ""
     tool_names = []
     for tool in tools:
@@ -74,7 +78,7 @@ def _default_tools(tools: list[dict[str, Any]]) -> str:
     return TOOL_PROMPTS["DEFAULT_TOOL_PROMPT"].format(tool_text=tool_text, tool_names=", ".join(tool_names))
 
 
-def _gemma4_tools(tools: list[dict[str, Any]]) -> str:
+def _gemma4_tools(tools: list[Tool]) -> str:
     def parameters(properties: dict[str, Any]) -> str:
         parts: list[str] = []
         for name, schema in properties.items():
@@ -114,7 +118,7 @@ def _gemma4_tools(tools: list[dict[str, Any]]) -> str:
     return "\n".join(declarations)
 
 
-def _glm4_tools(tools: list[dict[str, Any]]) -> str:
+def _glm4_tools(tools: list[Tool]) -> str:
     tool_text = ""
     for tool in tools:
         tool = _unwrap(tool)
@@ -124,49 +128,49 @@ def _glm4_tools(tools: list[dict[str, Any]]) -> str:
     return TOOL_PROMPTS["GLM4_TOOL_PROMPT"].format(tool_text=tool_text)
 
 
-def _llama3_tools(tools: list[dict[str, Any]]) -> str:
+def _llama3_tools(tools: list[Tool]) -> str:
     date = datetime.now().strftime("%d %b %Y")
     tool_text = "".join(_dumps(_wrap(tool), indent=4) + "\n\n" for tool in tools)
     return TOOL_PROMPTS["LLAMA3_TOOL_PROMPT"].format(date=date, tool_text=tool_text)
 
 
-def _minimax1_tools(tools: list[dict[str, Any]]) -> str:
+def _minimax1_tools(tools: list[Tool]) -> str:
     tool_text = "".join(_dumps(_unwrap(tool)) + "\n" for tool in tools)
     return TOOL_PROMPTS["MINIMAX_M1_TOOL_PROMPT"].format(tool_text=tool_text)
 
 
-def _minimax2_tools(tools: list[dict[str, Any]]) -> str:
+def _minimax2_tools(tools: list[Tool]) -> str:
     tool_text = "".join("<tool>" + _dumps(_unwrap(tool)) + "</tool>\n" for tool in tools)
     return TOOL_PROMPTS["MINIMAX_M2_TOOL_PROMPT"].format(tool_text=tool_text)
 
 
-def _mistral_tools(tools: list[dict[str, Any]]) -> str:
+def _mistral_tools(tools: list[Tool]) -> str:
     return "[AVAILABLE_TOOLS] " + _dumps([_wrap(tool) for tool in tools]) + "[/AVAILABLE_TOOLS]"
 
 
-def _qwen_like(prompt: str) -> Callable[[list[dict[str, Any]]], str]:
-    def tools_text(tools: list[dict[str, Any]]) -> str:
+def _qwen_like(prompt: str) -> Callable[[list[Tool]], str]:
+    def tools_text(tools: list[Tool]) -> str:
         tool_text = "".join("\n" + _dumps(_wrap(tool)) for tool in tools)
         return TOOL_PROMPTS[prompt].format(tool_text=tool_text)
 
     return tools_text
 
 
-def _qwen35_tools(tools: list[dict[str, Any]]) -> str:
+def _qwen35_tools(tools: list[Tool]) -> str:
     tool_text = "".join("\n" + _dumps(tool.get("function", tool) if tool.get("type") == "function" else tool)
                         for tool in tools)  # fmt: skip
     return TOOL_PROMPTS["QWEN35_TOOL_PROMPT"].format(tool_text=tool_text)
 
 
-def _seed_tools(tools: list[dict[str, Any]]) -> str:
+def _seed_tools(tools: list[Tool]) -> str:
     return TOOL_PROMPTS["SEED_TOOL_PROMPT"].format(tool_text="\n" + _dumps(tools))
 
 
-def _ling_tools(tools: list[dict[str, Any]]) -> str:
+def _ling_tools(tools: list[Tool]) -> str:
     return _qwen_like("LING_TOOL_PROMPT")(tools) + "\n" + "detailed thinking off"
 
 
-def _lfm2_tools(tools: list[dict[str, Any]]) -> str:
+def _lfm2_tools(tools: list[Tool]) -> str:
     tool_list = [tool.get("function", tool) if tool.get("type") == "function" else tool for tool in tools]
     return TOOL_PROMPTS["LFM2_TOOL_PROMPT"].format(tool_text=_dumps(tool_list))
 
@@ -298,7 +302,7 @@ def _lfm2_calls(functions: list[FunctionCall]) -> str:
     return f"<|tool_call_start|>[{', '.join(calls)}]<|tool_call_end|>"
 
 
-ToolsFn = Callable[[list[dict[str, Any]]], str]
+ToolsFn = Callable[[list[Tool]], str]
 CallsFn = Callable[[list[FunctionCall]], str]
 # LLaMA-Factory's class name -> (tool_formatter, function_formatter); TOOL_FORMATS maps format names to classes
 _CLASSES: dict[str, tuple[ToolsFn, CallsFn]] = {

@@ -16,6 +16,8 @@ from typing import Any
 from lf_tuner.chat import Message
 from lf_tuner.data.dataset_info import DatasetAttr, pairwise
 
+Row = dict[str, Any]  # one dataset row, as JSON gives it
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -89,7 +91,7 @@ def check(sample: Sample, stage: str) -> str | None:
     return None
 
 
-def _col(row: dict[str, Any], key: str | None, required: bool = False) -> Any:
+def _col(row: Row, key: str | None, required: bool = False) -> Any:
     if not key:
         return None
     if required and key not in row:
@@ -119,7 +121,7 @@ def _find_medias(medias: Any, media_dir: Path | None) -> list[Any] | None:
 
 
 def _sample(
-    row: dict[str, Any],
+    row: Row,
     attr: DatasetAttr,
     prompt: list[Message],
     response: list[Message],
@@ -137,7 +139,7 @@ def _sample(
     )
 
 
-def _kto(row: dict[str, Any], attr: DatasetAttr, response: Message) -> list[Message] | None:
+def _kto(row: Row, attr: DatasetAttr, response: Message) -> list[Message] | None:
     """A KTO row's response pair: (response, "") when desired, ("", response) when not; None for other rows."""
     tag = row.get(attr.kto_tag) if attr.kto_tag else None
     if not isinstance(tag, bool):
@@ -146,7 +148,7 @@ def _kto(row: dict[str, Any], attr: DatasetAttr, response: Message) -> list[Mess
     return [response, empty] if tag else [empty, response]
 
 
-def _alpaca(row: dict[str, Any], attr: DatasetAttr, need_response: bool = True) -> Sample | str:
+def _alpaca(row: Row, attr: DatasetAttr, need_response: bool = True) -> Sample | str:
     prompt: list[Message] = []
     history = _col(row, attr.history)
     if isinstance(history, list):
@@ -194,7 +196,7 @@ def _tag_map(attr: DatasetAttr) -> dict[Any, str]:
     }
 
 
-def _messages(row: dict[str, Any], attr: DatasetAttr) -> list[dict[str, Any]]:
+def _messages(row: Row, attr: DatasetAttr) -> list[Row]:
     messages = _col(row, attr.messages, required=True)
     if not isinstance(messages, list):
         raise _Skip(f"`{attr.messages}` is not a list")
@@ -209,7 +211,7 @@ def _count_ok(n: int, attr: DatasetAttr) -> bool:
     return n % 2 == (1 if attr.ranking else 0)
 
 
-def _ranked(row: dict[str, Any], attr: DatasetAttr, tags: dict[Any, str]) -> list[Message] | str | None:
+def _ranked(row: Row, attr: DatasetAttr, tags: dict[Any, str]) -> list[Message] | str | None:
     """The (chosen, rejected) pair of a ranked sharegpt/openai row; None when the row has no such dicts."""
     chosen, rejected = row.get(str(attr.chosen)), row.get(str(attr.rejected))
     if not (attr.ranking and isinstance(chosen, dict) and isinstance(rejected, dict)):
@@ -226,7 +228,7 @@ def _ranked(row: dict[str, Any], attr: DatasetAttr, tags: dict[Any, str]) -> lis
 
 
 def _finish(
-    row: dict[str, Any],
+    row: Row,
     attr: DatasetAttr,
     aligned: list[Message],
     tags: dict[Any, str],
@@ -247,7 +249,7 @@ def _finish(
     return _sample(row, attr, aligned[:-1], aligned[-1:], system, tools)
 
 
-def _sharegpt(row: dict[str, Any], attr: DatasetAttr) -> Sample | str:
+def _sharegpt(row: Row, attr: DatasetAttr) -> Sample | str:
     messages = _messages(row, attr)
     tags = _tag_map(attr)
     rt, ct = str(attr.role_tag), str(attr.content_tag)
@@ -265,7 +267,7 @@ def _sharegpt(row: dict[str, Any], attr: DatasetAttr) -> Sample | str:
     return _finish(row, attr, aligned, tags, system, _col(row, attr.tools) or "")
 
 
-def _openai(row: dict[str, Any], attr: DatasetAttr) -> Sample | str:
+def _openai(row: Row, attr: DatasetAttr) -> Sample | str:
     messages = _messages(row, attr)
     tags = _tag_map(attr)
     rt, ct = str(attr.role_tag), str(attr.content_tag)

@@ -22,6 +22,7 @@ from lf_tuner.chat import MediaPlugin, Message
 from lf_tuner.data import Sample
 from lf_tuner.errors import LfTunerError
 
+Config = dict[str, Any]  # a processor's settings, as its JSON file or its attributes give them
 IMAGE, VIDEO, AUDIO = "<image>", "<video>", "<audio>"  # LLaMA-Factory's default placeholders
 EXACT = {"qwen2_vl": ("image", "video"), "qwen3_vl": ("image",), "llava": ("image",), "paligemma": ("image",)}
 
@@ -60,9 +61,9 @@ class ProcessorInfo:
     Read from the transformers processor when LLaMA-Factory's loader can build one, else from the JSON files.
     """
 
-    image: dict[str, Any] = field(default_factory=dict)
-    video: dict[str, Any] = field(default_factory=dict)
-    processor: dict[str, Any] = field(default_factory=dict)
+    image: Config = field(default_factory=dict)
+    video: Config = field(default_factory=dict)
+    processor: Config = field(default_factory=dict)
     has_image: bool = False
     has_video: bool = False
     has_audio: bool = False
@@ -124,7 +125,7 @@ _KEYS = ("merge_size", "patch_size", "temporal_patch_size", "size", "min_pixels"
          "do_center_crop", "do_resize")  # fmt: skip
 
 
-def _attrs(obj: Any) -> dict[str, Any]:
+def _attrs(obj: Any) -> Config:
     if obj is None:
         return {}
     out = {}
@@ -143,7 +144,7 @@ def _size_dict(value: Any) -> Any:
     return {k: getattr(value, k) for k in names if getattr(value, k, None) is not None} or value
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path) -> Config:
     if not path.is_file():
         return {}
     try:
@@ -224,7 +225,7 @@ class MediaCounter:
         image_token, video_token = str(plugin.image_token), str(plugin.video_token)
         image_merge = int(p.image.get("merge_size", 2)) ** 2
         image_lens = [self._qwen_image(img) // image_merge for img in images]
-        video_merge = int(p.video.get("merge_size", p.image.get("merge_size", 2))) ** 2
+        video_merge = int(p.video.get("merge_size") or p.image.get("merge_size") or 2) ** 2
         video_lens = [self._qwen_video(v) // video_merge for v in videos]
         out = []
         for m in messages:
@@ -244,7 +245,7 @@ class MediaCounter:
         w, h = _qwen_regularize(w, h, self.args.image_max_pixels, self.args.image_min_pixels)
         return self._qwen_grid(self.processor.image if self.processor else {}, h, w, 1)
 
-    def _qwen_grid(self, cfg: dict[str, Any], h: int, w: int, frames: int) -> int:
+    def _qwen_grid(self, cfg: Config, h: int, w: int, frames: int) -> int:
         patch, merge = int(cfg.get("patch_size", 14)), int(cfg.get("merge_size", 2))
         temporal = int(cfg.get("temporal_patch_size", 2))
         min_pixels, max_pixels = _pixel_limits(cfg)
@@ -333,7 +334,7 @@ def _check_placeholders(
             )
 
 
-def _pixel_limits(cfg: dict[str, Any]) -> tuple[int, int]:
+def _pixel_limits(cfg: Config) -> tuple[int, int]:
     size = cfg.get("size") if isinstance(cfg.get("size"), dict) else {}
     assert isinstance(size, dict)
     lo = cfg.get("min_pixels") or size.get("shortest_edge") or 56 * 56

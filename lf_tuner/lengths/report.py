@@ -7,7 +7,7 @@ No click and no printing: functions return data or lines, and raise LfTunerError
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,12 +76,10 @@ class CutoffReport:
     lora_vram_gib: float | None = None
     dropped: int | None = None
     written: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The `--json` object: keys whose value does not apply (None) are left out."""
-        out = {k: v for k, v in asdict(self).items() if v is not None and k != "extra"}
-        return out
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def resolve_data(
