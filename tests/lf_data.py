@@ -394,3 +394,26 @@ def write_media_dir(directory: Path, n: int = 12) -> Path:
     }  # fmt: skip
     (directory / "dataset_info.json").write_text(json.dumps(info, indent=1))
     return directory
+
+
+def build_image_model(directory: Path, kind: str) -> Path:
+    """The test tokenizer with an `<image>` token and a tiny llava (CLIP, center crop) or paligemma (SigLIP)
+    processor config."""
+    from tokenizers import AddedToken, Tokenizer
+
+    build_bpe_tokenizer(directory)
+    tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    tok.add_special_tokens([AddedToken("<image>", special=True, normalized=False)])
+    tok.save(str(directory / "tokenizer.json"))
+    norm = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    if kind == "llava":
+        image = {"image_processor_type": "CLIPImageProcessor", "processor_class": "LlavaProcessor",
+                 "crop_size": {"height": 56, "width": 42}, "size": {"shortest_edge": 56}, "do_center_crop": True}  # fmt: skip
+        processor = {"processor_class": "LlavaProcessor", "patch_size": 14, "image_token": "<image>",
+                     "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1}  # fmt: skip
+        (directory / "processor_config.json").write_text(json.dumps(processor))
+    else:
+        image = {"image_processor_type": "SiglipImageProcessor", "processor_class": "PaliGemmaProcessor",
+                 "image_seq_length": 9, "size": {"height": 42, "width": 42}}  # fmt: skip
+    (directory / "preprocessor_config.json").write_text(json.dumps({**image, **norm}))
+    return directory

@@ -332,3 +332,23 @@ def test_media_refusals_match_llamafactory(
     counter = config_counter(cfg, config_template(cfg), load_hf_tokenizer(model), model, "sft")
     with pytest.raises(LfTunerError, match=r"images.json\[1\]: this template does not take image input"):
         counter.measure(resolve_datasets(["images"], data))
+
+
+@pytest.mark.parametrize("template", ["llava", "paligemma"])
+def test_fixed_image_tokens_equal_llamafactory(
+    template: str, media_setup: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """llava: (crop / patch)^2 tokens a image in place of `<image>`; paligemma: image_seq_length before the prompt."""
+    from lf_tuner.data import resolve_datasets
+    from lf_tuner.lengths import config_counter, config_template, load_hf_tokenizer
+    from tests.lf_data import build_image_model
+
+    _, data = media_setup
+    model = build_image_model(tmp_path / template, template)
+    isolate_llamafactory(tmp_path, monkeypatch)
+    lf = run_llamafactory(model, data, ["images"], template, tmp_path)
+    cfg = {"template": template}
+    counter = config_counter(cfg, config_template(cfg), load_hf_tokenizer(model), model, "sft")
+    m = counter.measure(resolve_datasets(["images"], data))
+    assert m.approximate_rows == 0
+    assert list(m.total) == [len(x) for x in lf["input_ids"]]

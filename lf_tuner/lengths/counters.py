@@ -3,11 +3,18 @@
 A counter only counts: `count(texts)` returns one length per text, encoded without special tokens added,
 the way LLaMA-Factory calls `tokenizer.encode(text, add_special_tokens=False)`.
 
-A byte-level BPE tokenizer (GPT-2, Llama 3, Qwen: `ByteLevel`, or `Split` + `ByteLevel`) counts ASCII text
-on an exact shortcut, `PretokenCounter`: the text is cut where the tokenizer cuts it (added tokens, then its
-own pre-tokenizer regex, run by `re`) and each distinct pre-token goes through the BPE model once; a text's
-length is the sum of its pre-tokens' lengths. That is what `encode` computes, without building an `Encoding`
-per text. Everything else (non-ASCII text, other tokenizers) goes through `encode_batch_fast` (Rust threads).
+The tokenizer is loaded as LLaMA-Factory's `load_tokenizer` loads it when transformers is installed (transformers
+5 rebuilds some layouts, e.g. a Llama-2 SentencePiece tokenizer.json); the `tokenizers` object it holds counts,
+checked against its `encode` on probes. Without transformers, tokenizer.json is read directly, and a layout
+transformers would rebuild is rebuilt the same way and marked approximate.
+
+Two exact shortcuts count without building an `Encoding` per text, each checked against `encode` when built:
+- a byte-level BPE tokenizer (GPT-2, Llama 3, Qwen: `ByteLevel`, or `Split` + `ByteLevel`) counts ASCII text
+  with `PretokenCounter`: the text is cut where the tokenizer cuts it (added tokens, then its own pre-tokenizer
+  regex, run by `re`) and each distinct pre-token goes through the BPE model once;
+- a SentencePiece-style BPE tokenizer (Metaspace, or the old Prepend normalizer) counts with `MetaspaceCounter`:
+  each distinct word goes through the BPE model once, where the vocabulary proves no token crosses a space.
+Everything else (non-ASCII text for byte-level BPE, other tokenizers) goes through `encode_batch_fast`.
 """
 
 from __future__ import annotations
