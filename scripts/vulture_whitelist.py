@@ -69,3 +69,11 @@ _.attr_fields
 # HF's training loop sets current_gradient_accumulation_steps before training_step reads it)
 _.compute_dtype
 _.current_gradient_accumulation_steps
+
+# lf_tuner.lengths: CutoffReport fields reach the --json object through dataclasses.asdict; `pad_token` is set on
+# the transformers tokenizer as LLaMA-Factory's fix_special_tokens sets it
+_.recommended_cutoff
+_.capped_at_max_positions
+_.truncated_share
+_.skipped_reasons
+_.pad_token

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 from lf_tuner.chat._registry import LLAMAFACTORY_VERSION, TEMPLATES
 from lf_tuner.chat.tools import ToolError, function_text, tool_format_names, tool_text
@@ -26,8 +26,9 @@ Turn: TypeAlias = tuple[list[Piece], list[Piece]]
 _REASONING = ("ReasoningTemplate", "Glm47ReasoningTemplate")
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
+    """One chat message (a named tuple: built for every message of every row, it must be cheap)."""
+
     role: str  # user, assistant, observation, function
     content: str
 

@@ -19,7 +19,7 @@ from lf_tuner.data.dataset_info import DatasetAttr, pairwise
 Row = dict[str, Any]  # one dataset row, as JSON gives it
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Sample:
     """One converted row: LLaMA-Factory's `_prompt`, `_response` (two messages for ranked and KTO rows),
     `_system`, `_tools` and media lists (paths resolved against the media folder, None when there are none)."""
@@ -35,10 +35,6 @@ class Sample:
 
     def with_approximate(self, reason: str) -> Sample:
         return replace(self, approximate=reason)
-
-    @property
-    def uses_tools(self) -> bool:
-        return bool(self.tools) or any(m.role == "function" for m in self.prompt + self.response)
 
     @property
     def has_media(self) -> bool:

@@ -175,9 +175,13 @@ class LengthCounter:
                     if isinstance(piece, str):
                         if not piece:
                             continue
-                        k = index.setdefault(piece, len(texts))
-                        if k == len(texts):
+                        if len(piece) > 200:  # a message's own text: seldom repeated, no dict entry for it
+                            k = len(texts)
                             texts.append(piece)
+                        else:
+                            k = index.setdefault(piece, len(texts))
+                            if k == len(texts):
+                                texts.append(piece)
                         slots.append(slot)
                         which.append(k)
                     elif piece[0] == "token":
@@ -341,34 +345,41 @@ def _worker_counts(texts: list[str]) -> list[int]:
 class _Counting:
     """Counts texts here, or in forked worker processes (a few batches in flight, results in order).
 
-    Workers get the counter's `for_worker` copy (the `tokenizers` backend, without the transformers object).
+    The first batch is counted here; the workers are forked after it, so they start with the word caches it
+    filled (the most frequent words of the data) instead of each filling its own. They get the counter's
+    `for_worker` copy (the `tokenizers` backend and the shortcut, without the transformers object).
     """
 
     def __init__(self, counter: TokenCounter, workers: int) -> None:
+        import multiprocessing
+
         self.counter = counter
         self.pool: Any = None
         self.in_flight = 0
+        self.workers = workers if "fork" in multiprocessing.get_all_start_methods() else 1
+        self.copy = counter.for_worker() if self.workers > 1 else None
+
+    def _start(self) -> None:
         import multiprocessing
 
-        copy = counter.for_worker() if workers > 1 else None
-        if copy is not None and "fork" in multiprocessing.get_all_start_methods():
-            # Forked workers inherit the tokenizer; Rust threads are not carried over a fork, so each worker
-            # counts on one thread (TOKENIZERS_PARALLELISM=false also silences tokenizers' fork warning).
-            saved = os.environ.get("TOKENIZERS_PARALLELISM")
-            os.environ["TOKENIZERS_PARALLELISM"] = "false"
-            try:
-                ctx = multiprocessing.get_context("fork")
-                self.pool = ctx.Pool(workers, _worker_init, (copy,))
-            finally:
-                if saved is None:
-                    os.environ.pop("TOKENIZERS_PARALLELISM", None)
-                else:
-                    os.environ["TOKENIZERS_PARALLELISM"] = saved
-            self.in_flight = 2 * workers
+        # Forked workers inherit the tokenizer; Rust threads are not carried over a fork, so each worker
+        # counts on one thread (TOKENIZERS_PARALLELISM=false also silences tokenizers' fork warning).
+        saved = os.environ.get("TOKENIZERS_PARALLELISM")
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        try:
+            self.pool = multiprocessing.get_context("fork").Pool(self.workers, _worker_init, (self.copy,))
+        finally:
+            if saved is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = saved
+        self.in_flight = 2 * self.workers
 
     def submit(self, texts: list[str]) -> Callable[[], list[int]]:
         if self.pool is None:
             counts = self.counter.count(texts)
+            if self.copy is not None:
+                self._start()  # after the first batch: the workers inherit its caches
             return lambda: counts
         return self.pool.apply_async(_worker_counts, (texts,)).get  # type: ignore[no-any-return]
 
