@@ -216,7 +216,10 @@ class LengthCounter:
             pending: deque[tuple[Callable[[], list[int]], _Pieces, list[int], array[int] | None]] = deque()
             for attr in attrs:
                 rows = m.row_lengths.setdefault(attr.name, array("q")) if keep_rows else None
-                for batch in _batches(_converted(attr, max_samples, self.stage), self.batch_size):
+                first = (
+                    self.batch_size // 8 if not m.rows else self.batch_size
+                )  # counted here, before the workers
+                for batch in _batches(_converted(attr, max_samples, self.stage), self.batch_size, first):
                     samples: list[tuple[str, Sample]] = []
                     slots: list[int] = []
                     for location, sample in batch:
@@ -406,13 +409,16 @@ def _converted(attr: DatasetAttr, max_samples: int | None, stage: str) -> Iterat
         yield location, convert(row, attr, stage)
 
 
-def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+def _batches(items: Iterator[Any], size: int, first: int | None = None) -> Iterator[list[Any]]:
+    """Lists of `size` items (the first of `first`)."""
     batch: list[Any] = []
+    limit = first or size
     for item in items:
         batch.append(item)
-        if len(batch) >= size:
+        if len(batch) >= limit:
             yield batch
             batch = []
+            limit = size
     if batch:
         yield batch
 
