@@ -96,12 +96,11 @@ def test_registry_matches_installed_llamafactory() -> None:
 
 
 def _tool_cases() -> tuple[list[str], list[str]]:
-    import json
 
     from tests.lf_data import openai_tool_rows, tool_rows
 
     rows = tool_rows(40, seed=11)
-    tools = [r["tools"] for r in rows] + [json.dumps(r["tools"]) for r in openai_tool_rows(10)]
+    tools = [r["tools"] for r in rows] + [r["tools"] for r in openai_tool_rows(10)]
     calls = [m["value"] for r in rows for m in r["conversations"] if m["from"] == "function_call"]
     calls += [
         '<think>\nplan\n</think>\n\n{"name": "f", "arguments": {"q": "v", "n": [1, 2, {"k": null}], "b": true}}',
