@@ -332,21 +332,29 @@ VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video
 IMAGE_SIZES = [(640, 480), (20, 300), (1000, 40), (3000, 2000), (50, 50), (333, 777)]
 
 
-def build_qwen2_vl_model(directory: Path) -> Path:
-    """The test tokenizer with Qwen2-VL's vision tokens, and image/video processor configs (small pixel limits)."""
+def build_qwen2_vl_model(directory: Path, qwen3: bool = False) -> Path:
+    """The test tokenizer with Qwen2-VL's vision tokens, and image/video processor configs (small pixel limits);
+    Qwen3-VL's processor (patches of 16) with `qwen3`."""
     from tokenizers import AddedToken, Tokenizer
 
     build_bpe_tokenizer(directory)
     tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in VISION_TOKENS])
     tok.save(str(directory / "tokenizer.json"))
-    common = {"processor_class": "Qwen2VLProcessor", "patch_size": 14, "merge_size": 2, "temporal_patch_size": 2,
-              "min_pixels": 3136, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}  # fmt: skip
+    common = {"processor_class": "Qwen3VLProcessor" if qwen3 else "Qwen2VLProcessor", "patch_size": 16 if qwen3 else 14,
+              "merge_size": 2, "temporal_patch_size": 2, "min_pixels": 3136, "image_mean": [0.5, 0.5, 0.5],
+              "image_std": [0.5, 0.5, 0.5]}  # fmt: skip
     (directory / "preprocessor_config.json").write_text(
         json.dumps({**common, "image_processor_type": "Qwen2VLImageProcessor", "max_pixels": 200704})
     )
     (directory / "video_preprocessor_config.json").write_text(
-        json.dumps({**common, "video_processor_type": "Qwen2VLVideoProcessor", "max_pixels": 100352})
+        json.dumps(
+            {
+                **common,
+                "video_processor_type": f"Qwen{3 if qwen3 else 2}VLVideoProcessor",
+                "max_pixels": 100352,
+            }
+        )
     )
     return directory
 

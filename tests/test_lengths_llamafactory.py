@@ -351,3 +351,21 @@ def test_fixed_image_tokens_equal_llamafactory(
     m = counter.measure(resolve_datasets(["images"], data))
     assert m.approximate_rows == 0
     assert list(m.total) == [len(x) for x in lf["input_ids"]]
+
+
+def test_qwen3_vl_image_tokens_equal_llamafactory(
+    media_setup: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lf_tuner.data import resolve_datasets
+    from lf_tuner.lengths import config_counter, config_template, load_hf_tokenizer
+    from tests.lf_data import build_qwen2_vl_model
+
+    _, data = media_setup
+    model = build_qwen2_vl_model(tmp_path / "qwen3-vl", qwen3=True)
+    isolate_llamafactory(tmp_path, monkeypatch)
+    lf = run_llamafactory(model, data, ["images"], "qwen3_vl", tmp_path)
+    cfg = {"template": "qwen3_vl"}
+    counter = config_counter(cfg, config_template(cfg), load_hf_tokenizer(model), model, "sft")
+    m = counter.measure(resolve_datasets(["images"], data))
+    assert m.approximate_rows == 0
+    assert list(m.total) == [len(x) for x in lf["input_ids"]]
