@@ -92,7 +92,10 @@ class ProcessorInfo:
     @classmethod
     def _from_transformers(cls, model_dir: Path) -> ProcessorInfo | None:
         from transformers import AutoProcessor
+        from transformers.utils import logging as hf_logging
 
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # its notes on `use_fast` are LLaMA-Factory's call, not the user's
         try:
             try:
                 proc = AutoProcessor.from_pretrained(str(model_dir), use_fast=True)  # type: ignore[no-untyped-call]
@@ -100,6 +103,8 @@ class ProcessorInfo:
                 proc = AutoProcessor.from_pretrained(str(model_dir), use_fast=False)  # type: ignore[no-untyped-call]
         except Exception:  # LLaMA-Factory logs "Failed to load processor" and goes on without one
             return None
+        finally:
+            hf_logging.set_verbosity(verbosity)
         if "Processor" not in type(proc).__name__:
             return None
         image = getattr(proc, "image_processor", None)
