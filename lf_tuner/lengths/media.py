@@ -95,7 +95,8 @@ class ProcessorInfo:
         from transformers.utils import logging as hf_logging
 
         verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # its notes on `use_fast` are LLaMA-Factory's call, not the user's
+        # transformers' notes on `use_fast` are about LLaMA-Factory's call, not the user's: kept out of the output
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
         try:
             try:
                 proc = AutoProcessor.from_pretrained(str(model_dir), use_fast=True)  # type: ignore[no-untyped-call]
