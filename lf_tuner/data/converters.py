@@ -73,7 +73,9 @@ def check(sample: Sample, stage: str) -> str | None:
         return None
     if len(sample.prompt) % 2 != 1:
         return "not a prompt/response pair" if sample.prompt or sample.response else "no messages"
-    if stage in ("sft",) and len(sample.response) != 1:
+    if stage == "sft" and len(sample.response) != 1:
+        if not sample.response:
+            return "no response (pretraining text? use --stage pt)"
         return "kto example (not SFT)" if len(sample.response) == 2 else "not a prompt/response pair"
     if (pairwise(stage) or stage == "kto") and len(sample.response) < 2:
         return "not a preference example" if pairwise(stage) else "not a kto example (no boolean kto_tag)"
