@@ -13,8 +13,16 @@ from hypothesis import strategies as st
 from lf_tuner.chat import Message, get_template, template_names
 from lf_tuner.data import DatasetAttr, convert, iter_rows, resolve_datasets
 from lf_tuner.errors import LfTunerError
-from lf_tuner.lengths import LengthCounter, Stats, histogram, percentile, recommend
-from lf_tuner.lengths.counters import GPT2_PATTERN, HFTokenCounter, ascii_pattern, load_hf_tokenizer
+from lf_tuner.lengths import (
+    HFTokenCounter,
+    LengthCounter,
+    Stats,
+    histogram,
+    load_hf_tokenizer,
+    percentile,
+    recommend,
+)
+from lf_tuner.lengths.shortcuts import GPT2_PATTERN, ascii_pattern
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -335,9 +343,9 @@ def test_padding_and_truncation_in_tokenizer_json_are_ignored(
 def test_shortcut_forgets_pre_tokens_when_full(
     monkeypatch: pytest.MonkeyPatch, tokenizers_dir: dict[str, Path]
 ) -> None:
-    import lf_tuner.lengths.counters
+    import lf_tuner.lengths.shortcuts
 
-    monkeypatch.setattr(lf_tuner.lengths.counters, "_PRETOKEN_CACHE_MAX", 5)
+    monkeypatch.setattr(lf_tuner.lengths.shortcuts, "_PRETOKEN_CACHE_MAX", 5)
     counter = _counter(tokenizers_dir["qwen"])
     batch = ["The quick brown fox jumps over the lazy dog.\n\n" * 3, "user assistant system 123 4567 !?"]
     assert counter.count(batch) == counter.encode_counts(batch)
