@@ -270,6 +270,23 @@ def test_old_sentencepiece_layout_equals_llamafactory(
 # ---------------------------------------------------------------- multimodal rows (a tiny processor config)
 
 
+@pytest.fixture(autouse=True)
+def _restore_qwen_vl_defaults() -> Any:
+    """transformers 5.6's Qwen2-VL image/video processors write `min_pixels`/`max_pixels` into their class-level
+    default `size` dict when a config passes them: put the defaults back for the tests that come later."""
+    import copy
+
+    from transformers import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    classes = (Qwen2VLImageProcessor, Qwen2VLVideoProcessor, Qwen3VLVideoProcessor)
+    saved = [copy.deepcopy(cls.size) for cls in classes]
+    yield
+    for cls, size in zip(classes, saved, strict=True):
+        cls.size = size
+
+
 @pytest.fixture(scope="module")
 def media_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from tests.lf_data import build_qwen2_vl_model, write_media_dir
