@@ -7,7 +7,7 @@
 
 Part 1 runs each case in a fresh project (as the tests do) and counts: inputs tried, tracebacks, inputs silently
 accepted (exit 0 where an error was due), user files changed, other files written, and wrong exit codes or
-messages. Cases for other helpers' open items (`owner`) are counted apart as well as in the totals.
+messages.
 Part 2 starts `lf-tuner run` (a real subprocess) on the stand-in llamafactory-cli, whose tree holds a grandchild
 in its process group and one that called setsid and ignores SIGTERM/SIGINT/SIGHUP, sends TERM, INT, HUP and QUIT
 once the tree is up, and counts the processes left and whether the run record was written as interrupted.
@@ -52,7 +52,6 @@ def classify(case: Case, verdict: Verdict) -> list[str]:
 
 def battery(verbose: bool) -> int:
     counts = {k: 0 for k in ("traceback", "accepted", "changed", "written", "wrong")}
-    owned = {k: 0 for k in counts}
     bad_cases: list[str] = []
     cases = [c for c in CASES if not (c.unprivileged and AS_ROOT)]
     with tempfile.TemporaryDirectory(prefix="lf-tuner-bad-") as tmp:
@@ -61,20 +60,17 @@ def battery(verbose: bool) -> int:
                 verdict = run_case(case, Path(tmp) / f"{n:03d}-{case.id}", mp)
             kinds = classify(case, verdict)
             for kind in kinds:
-                (owned if case.owner else counts)[kind] += 1
+                counts[kind] += 1
             errors = [line for line in verdict.stderr.splitlines() if line.startswith(("Error:", "warning:"))]
             shown = errors[0] if errors else "(no Error line)"
             if kinds:
-                owner = f" [{case.owner}]" if case.owner else ""
-                bad_cases.append(f"  {case.id}{owner}: {'; '.join(verdict.problems(case))}")
+                bad_cases.append(f"  {case.id}: {'; '.join(verdict.problems(case))}")
             if verbose:
                 print(f"{'ok ' if not kinds else 'BAD'} {verdict.exit_code:>3}  {case.id:<42} {shown[:140]}")
-    open_items = sum(1 for c in cases if c.owner)
     skipped = len(CASES) - len(cases)
     print(f"\nbad inputs: {len(cases)} tried across {len({c.argv[0] for c in cases})} commands")
     if skipped:
         print(f"  ({skipped} permission cases skipped: running as root, which may write anywhere)")
-    print(f"{'':<28}{'all':>6}{'open items (h9/h14)':>22}")
     labels = {
         "traceback": "tracebacks",
         "accepted": "silently accepted",
@@ -83,10 +79,9 @@ def battery(verbose: bool) -> int:
         "wrong": "wrong exit code or line",
     }
     for kind, label in labels.items():
-        print(f"  {label:<26}{counts[kind] + owned[kind]:>6}{owned[kind]:>22}")
+        print(f"  {label:<26}{counts[kind]:>6}")
     handled = len(cases) - len(bad_cases)
-    print(f"  {'handled well':<26}{handled:>6}{'':>22}")
-    print(f"  ({open_items} cases are other helpers' open items, expected to fail until merged)")
+    print(f"  {'handled well':<26}{handled:>6}")
     if bad_cases:
         print("handled badly:")
         print("\n".join(bad_cases))

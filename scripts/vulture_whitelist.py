@@ -61,10 +61,6 @@ _.row_factory
 _.pre_tokenizer
 _.post_processor
 
-# removed on h12's branch (chat.template.Role, data.datasets.attr_fields): drop these two lines when it lands
-_.Role
-_.attr_fields
-
 # scripts/trace_loss_bytes.py sets attributes LLaMA-Factory's objects read (get_train_args sets compute_dtype;
 # HF's training loop sets current_gradient_accumulation_steps before training_step reads it)
 _.compute_dtype

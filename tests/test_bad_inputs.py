@@ -4,9 +4,6 @@ One table of cases (command line, files laid out before, expected exit code, the
 each case runs in a fresh project through CliRunner and must end with that code and that line, no traceback,
 every file that was there before unchanged and nothing new written (except where the case allows it).
 `scripts/bad_inputs.py` runs the same table and prints the counts.
-
-Cases for checks other helpers are building are marked with `owner` and expected to fail until their branch is
-merged (xfail, strict: the coordinator flips them).
 """
 
 from __future__ import annotations
@@ -49,7 +46,6 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     setup: Setup | None = None
     creates: tuple[str, ...] = ()
-    owner: str | None = None  # another helper's open item: expected to fail until it is merged
     unprivileged: bool = False  # a permission case: root may write anywhere, so it is skipped as root
 
 
@@ -488,7 +484,7 @@ AS_ROOT = _writes_into_read_only_folders()
 
 
 def _param(case: Case) -> object:
-    marks = [pytest.mark.xfail(strict=True, reason="owned by h9/h14")] if case.owner else []
+    marks = []
     if case.unprivileged:
         marks.append(pytest.mark.skipif(AS_ROOT, reason="root writes into read-only folders"))
     return pytest.param(case, id=case.id, marks=marks)
