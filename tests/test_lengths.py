@@ -250,6 +250,53 @@ def test_shortcut_counts_equal_encode(kind: str, batch: list[str], tokenizers_di
     assert counter.count(batch) == counter.encode_counts(batch)
 
 
+# Words, runs of spaces, line breaks and tabs around them, code indentation, digits, the added tokens and "\u2581":
+# what the SentencePiece shortcut splits (into words, and at the characters no merge touches) must not change counts.
+SP_PIECES = ["a", "the", "The", " cat", "word.", "(x,", "7)", "12345", " ", " ", " ", "  ", "    ", "\n", "\n",
+             "\n\n", "\t", "\r\n", " \n ", "\x01", "\x00", "\x0b", "\u2581", "\u2581\u2581", "<s>", "</s>",
+             "[INST]", "été", "東京", "**b**", "```python\ndef f(x):\n    return x\n```"]  # fmt: skip
+sp_texts = st.lists(st.sampled_from(SP_PIECES), max_size=30).map("".join)
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_counters(tmp_path_factory: pytest.TempPathFactory) -> list[HFTokenCounter]:
+    """Mistral's SentencePiece model as transformers loads it (Metaspace), as lf-tuner rebuilds it without
+    transformers, and in the old layout read as it is (Prepend + Replace normalizer)."""
+    from tokenizers import Tokenizer
+
+    from tests.lf_data import build_sentencepiece_tokenizer
+
+    directory = build_sentencepiece_tokenizer(tmp_path_factory.mktemp("sp") / "sp")
+    raw = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    counters = [
+        load_hf_tokenizer(directory, use_transformers=True),
+        load_hf_tokenizer(directory, use_transformers=False),
+        HFTokenCounter(tokenizer=raw, label="old layout"),
+    ]
+    for counter in counters:
+        assert counter.pretoken_counter() is not None
+    return counters
+
+
+@settings(max_examples=300, deadline=None)
+@given(batch=st.lists(sp_texts, max_size=8))
+def test_sentencepiece_shortcut_counts_equal_encode(
+    batch: list[str], sentencepiece_counters: list[HFTokenCounter]
+) -> None:
+    for counter in sentencepiece_counters:
+        assert counter.count(batch) == counter.encode_counts(batch), counter.label
+        assert counter.count(batch) == counter.encode_counts(batch), counter.label  # from the caches
+
+
+def test_sentencepiece_shortcut_splits_at_line_breaks(sentencepiece_counters: list[HFTokenCounter]) -> None:
+    """Mistral's vocabulary has no token with a line break in it: words joined by one are looked up apart."""
+    fast = sentencepiece_counters[0].pretoken_counter()
+    assert fast is not None and "\n" in getattr(fast, "barriers", "")
+    text = "One two.\n\nThree four\n- five"
+    assert sentencepiece_counters[0].count([text]) == sentencepiece_counters[0].encode_counts([text])
+    assert "Three" in fast.lengths and not any("\n" in w and w != "\n" for w in [*fast.lengths, *fast.spaced])
+
+
 def test_shortcut_learns_added_tokens_from_prepare(tokenizers_dir: dict[str, Path]) -> None:
     counter = load_hf_tokenizer(tokenizers_dir["qwen"])
     text = "hello<|eot_id|>world"

@@ -297,12 +297,14 @@ class MetaspaceCounter:
     prepend: str  # "always", "first" (the text's first section only), "never", or "normalizer" (old layout)
     chunks: Callable[[str], list[str]]
     simple: bool = False  # no token holds "c\u2581" for a c other than "\u2581": chunks are words
-    lengths: dict[str, int] = field(init=False, repr=False)
-    spaced: dict[str, int] = field(init=False, repr=False)
+    barriers: str = ""  # characters no merge touches: a chunk splits around them (see `_barriers`)
+    lengths: _ChunkLengths = field(init=False, repr=False)
+    spaced: _ChunkLengths = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.lengths = _ChunkLengths(self.model)
-        self.spaced = _ChunkLengths(self.model, METASPACE)
+        self.lengths = lengths = _ChunkLengths(self.model, "", self.barriers)
+        self.spaced = lengths.spaced = _ChunkLengths(self.model, METASPACE, self.barriers, lengths)
+        self.spaced.marks = "\n" in self.barriers
 
     @classmethod
     def build(cls, tokenizer: Any) -> MetaspaceCounter | None:
@@ -333,10 +335,22 @@ class MetaspaceCounter:
         before.discard(METASPACE)
         joiners = "".join(re.escape(c) for c in sorted(before))
         m = METASPACE
-        pattern = f"{m}*(?:[^{m}{joiners}]|[{joiners}]{m}*)+|{m}+" if joiners else f"{m}*[^{m}]+|{m}+"
+        barriers = _barriers(vocab, model)
+        b = re.escape(barriers)
+        # chunks: runs of "\u2581" and what follows them up to the next "\u2581"; each barrier is one of its own
+        pattern = f"{m}*(?:[^{m}{joiners}{b}]|[{joiners}]{m}*)+|{m}+" if joiners else f"{m}*[^{m}{b}]+|{m}+"
+        if barriers:
+            pattern += f"|[{b}]"
         words = sorted({w for w in added if w}, key=len, reverse=True)
         split = re.compile("|".join(map(re.escape, words))).split if words else None
-        counter = cls(tokenizer.model, split, prepend, re.compile(pattern).findall, simple=not joiners)
+        counter = cls(
+            tokenizer.model,
+            split,
+            prepend,
+            re.compile(pattern).findall,
+            simple=not joiners,
+            barriers=barriers,
+        )
         probes = [
             *SENTENCEPIECE_PROBES,
             *(f"x{t}y {t} {t}{t}\n{t} z" for t in added),
@@ -355,6 +369,7 @@ class MetaspaceCounter:
         total = len(parts) - 1
         length = self.lengths.__getitem__
         chunks = self.chunks
+        newline = self.spaced.marks
         for i, part in enumerate(parts):
             if not part:
                 continue
@@ -362,8 +377,19 @@ class MetaspaceCounter:
                 not part.startswith((" ", METASPACE))
                 and (self.prepend == "always" or (self.prepend == "first" and i == 0))
             )
-            if self.simple and part[0] != " " and "  " not in part and METASPACE not in part:
-                # every space follows a non-space: "\u2581" + each word is a chunk (str.split is C, a regex is not)
+            if (
+                self.simple
+                and "  " not in part
+                and METASPACE not in part
+                and not (prefix and part[0] == " ")
+                and (not newline or "\n" not in part or _MARK not in part)
+            ):
+                # no two spaces in a row: "\u2581" + each word is a chunk (str.split is C, a regex is not); a
+                # leading space gives an empty first word (no prefix then: the section starts with "\u2581").
+                # Where no merge touches "\n", each becomes a word of its own, and the word after it is marked
+                # as one without the "\u2581" (`_ChunkLengths`): "a.\n\nB" -> "a.", "\n", "", "\n", "B" unmarked
+                if newline and "\n" in part:
+                    part = part.replace("\n", _NEWLINE_WORDS)
                 first, *rest = part.split(" ")
                 total += length(METASPACE + first if prefix else first) + sum(
                     map(self.spaced.__getitem__, rest)
@@ -374,20 +400,74 @@ class MetaspaceCounter:
         return total
 
 
-class _ChunkLengths(dict[str, int]):
-    """Chunk -> its token count (of `prefix` + chunk), through the BPE model on first sight."""
+_MARK = "\x01"  # marks a word that follows a line break (text that holds this character is not rewritten)
+_NEWLINE_WORDS = f" \n {_MARK}"
 
-    def __init__(self, model: Any, prefix: str = "") -> None:
+
+class _ChunkLengths(dict[str, int]):
+    """Chunk -> its token count (of `prefix` + chunk), through the BPE model on first sight.
+
+    A chunk that holds barrier characters (no merge touches them) is the sum of its parts: the text before the
+    first barrier (with the prefix), each barrier, and the text between and after them (counted in `plain`,
+    without the prefix). Words joined by line breaks ("end.\n\nNext") then cost lookups, not a BPE call.
+    The two tables of a counter share their work: "\u2581word" without a prefix is "word" with it (`spaced`).
+    """
+
+    spaced: dict[str, int] | None = None
+    marks = False  # the table of words after a space, in text where each "\n" is a word (`MetaspaceCounter`)
+
+    def __init__(
+        self, model: Any, prefix: str = "", barriers: str = "", plain: dict[str, int] | None = None
+    ) -> None:
         super().__init__()
         self.tokenize = model.tokenize
         self.prefix = prefix
+        self.plain = self if plain is None else plain
+        self.cut = re.compile(f"([{re.escape(barriers)}])").split if barriers else None
+        self.barrier_counts = {c: len(model.tokenize(c)) for c in barriers}
 
     def __missing__(self, chunk: str) -> int:
+        if self.marks and chunk[:1] in ("\n", _MARK):
+            # a line break of its own, or the word after one: no "\u2581" before either
+            value = self[chunk] = self.barrier_counts["\n"] if chunk == "\n" else self.plain[chunk[1:]]
+            return value
         if len(self) >= _PRETOKEN_CACHE_MAX:
             self.clear()
-        value = len(self.tokenize(self.prefix + chunk)) if chunk or self.prefix else 0
+        parts = self.cut(chunk) if self.cut is not None else None
+        if parts is not None and len(parts) > 1:
+            # parts: text, barrier, text, barrier, ..., text
+            value = self[parts[0]] + sum(map(self.barrier_counts.__getitem__, parts[1::2]))
+            value += sum(map(self.plain.__getitem__, parts[2::2]))
+        elif self.spaced is not None and chunk[:1] == METASPACE and chunk[1:2] not in ("", METASPACE):
+            value = self.spaced[chunk[1:]]
+        else:
+            value = len(self.tokenize(self.prefix + chunk)) if chunk or self.prefix else 0
         self[chunk] = value
         return value
+
+
+def _barriers(vocab: dict[str, int], model: dict[str, Any]) -> str:
+    """ASCII characters that no BPE merge touches: in no vocabulary token longer than one character (a merge
+    makes a token of its two sides), and one token of their own or, with byte fallback, a byte token that no
+    merge touches either. BPE on "a" + c + "b" is then BPE("a"), c's token, BPE("b"): no pair crosses c.
+    None where the model takes a whole word from the vocabulary before merging (`ignore_merges`)."""
+    if model.get("ignore_merges"):
+        return ""
+    long_tokens = [t for t in vocab if len(t) > 1]
+    merged = set().union(*long_tokens)
+    found = []
+    for code in range(128):
+        c = chr(code)
+        if c == " " or c in merged:
+            continue
+        byte = f"<0x{code:02X}>"
+        if c in vocab or (
+            model.get("byte_fallback")
+            and byte in vocab
+            and not any(byte in t for t in long_tokens if t != byte)
+        ):
+            found.append(c)
+    return "".join(found)
 
 
 def _metaspace_scheme(normalizer: Any, pre: Any) -> str | None:
