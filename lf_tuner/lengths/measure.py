@@ -15,6 +15,8 @@ in worker processes while the next batches are read.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import sys
 from array import array
@@ -212,7 +214,7 @@ class LengthCounter:
         """
         m = Measurement(stage=self.stage)
         base_reason = self.counter.approximate_reason if self.counter.approximate else None
-        with _Counting(self.counter, self._worker_count(attrs, max_samples)) as counting:
+        with _frozen_gc(), _Counting(self.counter, self._worker_count(attrs, max_samples)) as counting:
             pending: deque[tuple[Callable[[], list[int]], _Pieces, list[int], array[int] | None]] = deque()
             for attr in attrs:
                 rows = m.row_lengths.setdefault(attr.name, array("q")) if keep_rows else None
@@ -393,6 +395,18 @@ class _Counting:
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
+
+
+@contextlib.contextmanager
+def _frozen_gc() -> Iterator[None]:
+    """The objects alive before counting (modules, the tokenizer, templates) left out of the cyclic garbage
+    collector while it runs: its full collections, triggered by the many short-lived objects of the rows,
+    then no longer walk them again and again (and forked workers do not touch, thus copy, their pages)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _cpu_count() -> int:
