@@ -454,9 +454,13 @@ def test_gpu_slots_group_gpus_per_trial(monkeypatch: pytest.MonkeyPatch) -> None
         gpu_slots(None, 8)
     monkeypatch.setattr(lf_tuner.train.gpus, "detect_gpus", lambda select=None: [])
     assert gpu_slots(None, 1) == ["cpu"]
-    assert gpu_slots("0,1", 1) == ["0", "1"]  # no NVML here: listed indices taken as they are
-    with pytest.raises(BadValue, match="no GPU is visible"):
-        gpu_slots("2", 1)
+    # no NVML here: the GPUs the value names, as `run --gpus` reads it (positions, or a count N as 0..N-1)
+    assert gpu_slots("0,1", 1) == ["0", "1"]
+    assert gpu_slots("0", 1) == ["0"]
+    assert gpu_slots("1,", 1) == ["1"]
+    assert gpu_slots("2", 1) == ["0", "1"]
+    with pytest.raises(BadValue, match="no GPU is visible to select `all`"):
+        gpu_slots("all", 1)
 
 
 def test_divergence_rules() -> None:

@@ -9,16 +9,16 @@ def gpu_slots(gpus: str | None, per_trial: int) -> list[str]:
     """The device sets trials run on: `cpu`, or consecutive groups of per_trial GPU indices."""
     if gpus is not None and gpus.strip().lower() == "cpu":
         return ["cpu"]
-    from lf_tuner.train import detect_gpus
+    from lf_tuner.train import detect_gpus, named_gpus
 
     ids = [str(g.index) for g in detect_gpus(gpus)]
     if not ids:
         if gpus is None:
             return ["cpu"]
-        listed = [g.strip() for g in gpus.split(",") if g.strip()]
-        if "," not in gpus or not all(g.isdigit() for g in listed):
+        # no NVML here (e.g. a login node): the GPUs the value names, as `lf-tuner run --gpus` reads it
+        ids = [str(i) for i in named_gpus(gpus)]
+        if not ids:
             raise BadValue(f"no GPU is visible to select `{gpus}` from; use `--gpus cpu`", param="--gpus")
-        ids = listed  # no NVML here (e.g. a login node): take the listed indices as they are
     if len(ids) < per_trial:
         raise BadValue(
             f"gpus_per_trial is {per_trial} but only {len(ids)} GPU(s) are selected ({','.join(ids)}); "
