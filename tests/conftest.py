@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (CI must not fail on a draw no earlier run made), with no
+# time limit per example (CI machines are busy). `HYPOTHESIS_PROFILE=explore` draws new examples, for hunting.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None, max_examples=2000, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 HAS_LLAMAFACTORY = importlib.util.find_spec("llamafactory") is not None
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
