@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lf_tuner.chat import Message, get_template, template_names
@@ -23,6 +23,7 @@ from lf_tuner.lengths import (
     recommend,
 )
 from lf_tuner.lengths.shortcuts import GPT2_PATTERN, ascii_pattern
+from tests.lf_data import QWEN2_PATTERN
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -150,7 +151,6 @@ def test_unknown_template_names_closest() -> None:
 
 # ---------------------------------------------------------------- counting: the pre-token shortcut, batches, workers
 
-QWEN2_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 LLAMA3_PATTERN = QWEN2_PATTERN.replace(r"\p{N}|", r"\p{N}{1,3}|")
 O200K_PATTERN = "|".join(
     [
@@ -173,42 +173,13 @@ texts = st.lists(st.sampled_from(PIECES), max_size=30).map("".join)
 
 def _qwen_style_tokenizer(directory: Path) -> Path:
     """A byte-level BPE with Qwen2's pipeline (NFC, Split regex + ByteLevel) and added tokens of both kinds."""
-    from tokenizers import (
-        AddedToken,
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        trainers,
-    )
+    from tokenizers import AddedToken
 
-    from tests.lf_data import TEXT
+    from tests.lf_data import TEXT, build_qwen2_bpe_tokenizer
 
-    directory.mkdir(parents=True, exist_ok=True)
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=600,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([TEXT] * 20 + TEXT.split(), trainer=trainer)
-    tok.add_tokens(
-        [AddedToken("<think>", special=False, normalized=False), AddedToken("<tool>", normalized=True)]
-    )
-    tok.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text('{"eos_token": "<|im_end|>"}')
-    return directory
+    added = [AddedToken("<think>", special=False, normalized=False), AddedToken("<tool>", normalized=True)]
+    return build_qwen2_bpe_tokenizer(directory, [TEXT] * 20 + TEXT.split(), vocab_size=600, added=added,
+                                     config={"eos_token": "<|im_end|>"})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -280,6 +251,8 @@ def sentencepiece_counters(tmp_path_factory: pytest.TempPathFactory) -> list[HFT
 
 @settings(max_examples=300, deadline=None)
 @given(batch=st.lists(sp_texts, max_size=8))
+# the text's own "\x01" after a space: not the mark of a word after a line break
+@example(batch=[" \x01", "x \x01", "a \x01b"])
 def test_sentencepiece_shortcut_counts_equal_encode(
     batch: list[str], sentencepiece_counters: list[HFTokenCounter]
 ) -> None:

@@ -382,7 +382,7 @@ class MetaspaceCounter:
                 and "  " not in part
                 and METASPACE not in part
                 and not (prefix and part[0] == " ")
-                and (not newline or "\n" not in part or _MARK not in part)
+                and not (newline and _MARK in part)  # the tables read a leading _MARK as a line break's
             ):
                 # no two spaces in a row: "\u2581" + each word is a chunk (str.split is C, a regex is not); a
                 # leading space gives an empty first word (no prefix then: the section starts with "\u2581").
@@ -438,7 +438,7 @@ class _ChunkLengths(dict[str, int]):
             # parts: text, barrier, text, barrier, ..., text
             value = self[parts[0]] + sum(map(self.barrier_counts.__getitem__, parts[1::2]))
             value += sum(map(self.plain.__getitem__, parts[2::2]))
-        elif self.spaced is not None and chunk[:1] == METASPACE and chunk[1:2] not in ("", METASPACE):
+        elif self.spaced is not None and chunk[:1] == METASPACE and chunk[1:2] not in ("", METASPACE, _MARK):
             value = self.spaced[chunk[1:]]
         else:
             value = len(self.tokenize(self.prefix + chunk)) if chunk or self.prefix else 0
