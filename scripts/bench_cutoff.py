@@ -10,7 +10,8 @@ English-like words drawn with a Zipf law; sentences, paragraphs, lists and code 
 turn lengths with long outliers; system prompts, most of them from a small shared pool). Every row is distinct
 (the script counts them and says so). The tokenizers: a byte-level BPE trained here on such text (vocab 32k,
 Qwen2's pre-tokenizer and special tokens), and Mistral 7B v0.1's SentencePiece model (as the mistral-common
-package ships it) saved in the Llama-2 tokenizer.json layout, which transformers 5 rebuilds when it loads it.
+package ships it) saved in the Llama-2 tokenizer.json layout, which transformers 5 rebuilds when it loads it (both
+built by tests/lf_data.py, as the tests build theirs).
 
 Each side runs in its own process, one after the other, on the same data: lf-tuner's `LengthCounter.measure`
 (what `lf-tuner cutoff` runs, tokenizer loaded through transformers as LLaMA-Factory loads it) and LLaMA-Factory's
@@ -43,6 +44,9 @@ from array import array
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.lf_data: the tests' tokenizer builders
+
 # ---------------------------------------------------------------- text that reads like instruction data
 
 _COMMON = (
@@ -61,9 +65,6 @@ CODAS = ["", "", "", "", "n", "r", "s", "t", "l", "nd", "st", "ng", "ck", "m", "
 SUFFIXES = [""] * 8 + ["ing", "ed", "er", "ly", "tion", "s", "ment", "ness", "able", "al", "ive", "ize"]
 VOCABULARY = 20_000  # words the data draws from
 LEXICON = 40_000  # words the tokenizer is trained on (the data's 6,000 are the most frequent)
-# Qwen2's pre-tokenizer (tokenizer.json of Qwen2.5 / Qwen3) and its special tokens.
-QWEN_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 ADDED = ["<tool_call>", "</tool_call>", "<think>", "</think>"]
 
 
@@ -225,66 +226,18 @@ def write_rows(path: Path, n: int, words: list[str], seed: int, *, as_array: boo
 
 
 def build_tokenizer(directory: Path, words: list[str], vocab: int) -> Path:
-    from tokenizers import (
-        AddedToken,
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
+    """A byte-level BPE with Qwen2's pre-tokenizer and special tokens, trained on the bench's own kind of text."""
+    from tokenizers import AddedToken
 
-    directory.mkdir(parents=True, exist_ok=True)
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])  # fmt: skip
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )  # fmt: skip
+    from tests.lf_data import build_qwen2_bpe_tokenizer
+
     corpus = Corpus(words, seed=1)  # all 40,000 words: the data's words become whole tokens, rarer ones split
-    tok.train_from_iterator((corpus.reply(200) for _ in range(20_000)), trainer=trainer)
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in ADDED])
-    tok.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None, "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>", "model_max_length": 32768, "clean_up_tokenization_spaces": False,
-    }))  # fmt: skip
-    return directory
-
-
-def build_sentencepiece(directory: Path) -> Path:
-    """Mistral 7B v0.1's SentencePiece model in the Llama-2 tokenizer.json layout (Prepend + Replace normalizer)."""
-    import importlib.resources
-
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
-    from transformers.convert_slow_tokenizer import SentencePieceExtractor
-
-    directory.mkdir(parents=True, exist_ok=True)
-    model = Path(str(importlib.resources.files("mistral_common") / "data" / "tokenizer.model.v1"))
-    shutil.copy(model, directory / "tokenizer.model")
-    extracted = SentencePieceExtractor(str(model)).extract(models.BPE)
-    tok = Tokenizer(models.BPE(vocab=extracted["vocab"], merges=extracted["merges"], unk_token="<unk>",
-                               fuse_unk=True, byte_fallback=True))  # fmt: skip
-    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
-    tok.decoder = decoders.Sequence(
-        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
-    )
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<unk>", "<s>", "</s>")])
-    tok.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-        "add_bos_token": True, "model_max_length": 32768,
-    }))  # fmt: skip
-    return directory
+    return build_qwen2_bpe_tokenizer(
+        directory, (corpus.reply(200) for _ in range(20_000)), vocab_size=vocab,
+        added=[AddedToken(t, special=False, normalized=False) for t in ADDED],
+        config={"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None, "eos_token": "<|im_end|>",
+                "pad_token": "<|endoftext|>", "model_max_length": 32768, "clean_up_tokenization_spaces": False},
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- the two sides, each in its own process
@@ -516,13 +469,15 @@ def main() -> None:
     args.load = os.getloadavg()[0]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-cutoff-"))
     work.mkdir(parents=True, exist_ok=True)
+    from tests.lf_data import build_sentencepiece_tokenizer
+
     words = lexicon(LEXICON, random.Random(0))
     tokenizers = {}
     for kind in args.tokenizer or ["bpe", "sentencepiece"]:
         tok = work / ("tok" if kind == "bpe" else "sp")
         if not (tok / "tokenizer.json").is_file():
             t0 = time.perf_counter()
-            build_tokenizer(tok, words, args.vocab) if kind == "bpe" else build_sentencepiece(tok)
+            build_tokenizer(tok, words, args.vocab) if kind == "bpe" else build_sentencepiece_tokenizer(tok)
             print(f"tokenizer {kind}: built in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
         tokenizers[kind] = (tok, "qwen" if kind == "bpe" else "mistral")
     if args.samples:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,31 +27,62 @@ TEXT = (
 
 def build_bpe_tokenizer(directory: Path, vocab_size: int = 800, corpus: list[str] | None = None) -> Path:
     """A byte-level BPE tokenizer with chat special tokens, saved as a Hugging Face tokenizer directory."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, models, pre_tokenizers
 
-    directory.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+              "pad_token": "<|endoftext|>", "model_max_length": 4096}  # fmt: skip
+    return _train_and_save(tok, directory, vocab_size, SPECIALS, corpus or [TEXT] * 20 + TEXT.split(), config)
+
+
+# Qwen2's pre-tokenizer (tokenizer.json of Qwen2.5 / Qwen3) and its special tokens.
+QWEN2_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+QWEN2_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def build_qwen2_bpe_tokenizer(
+    directory: Path, corpus: Iterable[str], *, vocab_size: int, added: list[Any], config: dict[str, Any]
+) -> Path:
+    """A byte-level BPE with Qwen2's pipeline (NFC, the Split regex + ByteLevel, its special tokens), then the
+    `added` tokens (tokenizers.AddedToken) after training; `config` is its tokenizer_config.json."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])  # fmt: skip
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return _train_and_save(tok, directory, vocab_size, QWEN2_SPECIALS, corpus, config, added)
+
+
+def _train_and_save(
+    tok: Any,
+    directory: Path,
+    vocab_size: int,
+    specials: list[str],
+    corpus: Iterable[str],
+    config: dict[str, Any],
+    added: list[Any] | None = None,
+) -> Path:
+    """Train a byte-level BPE's merges on `corpus`, add `added`, save it and `config` in `directory`."""
+    from tokenizers import decoders, pre_tokenizers, trainers
+
+    directory.mkdir(parents=True, exist_ok=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIALS,
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(corpus or [TEXT] * 20 + [w for w in TEXT.split()], trainer=trainer)
+    tok.train_from_iterator(corpus, trainer=trainer)
+    if added:
+        tok.add_tokens(added)
     tok.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "PreTrainedTokenizerFast",
-                "bos_token": "<s>",
-                "eos_token": "</s>",
-                "pad_token": "<|endoftext|>",
-                "model_max_length": 4096,
-            }
-        )
-    )
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
     return directory
 
 
