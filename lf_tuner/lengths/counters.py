@@ -275,8 +275,8 @@ def load_hf_tokenizer(
         use_transformers = importlib.util.find_spec("transformers") is not None
     if use_transformers:
         return _load_transformers(path, trust_remote_code)
-    config = _read_json(path / "tokenizer_config.json")
-    smap = _read_json(path / "special_tokens_map.json")
+    config = read_json_object(path / "tokenizer_config.json", "tokenizer")
+    smap = read_json_object(path / "special_tokens_map.json", "tokenizer")
     tok_file = path / "tokenizer.json"
     if not tok_file.is_file():
         _no_tokenizer_json(path)
@@ -397,13 +397,15 @@ def _add_config_specials(tokenizer: Any, special: dict[str, str | None], *config
         tokenizer.add_special_tokens([AddedToken(n, special=True, normalized=False) for n in missing])
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A model folder's JSON settings file (tokenizer or processor config): {} when absent or not an object;
+    invalid JSON is an LfTunerError naming `what` the file is for."""
     if not path.is_file():
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise LfTunerError(f"tokenizer: {path} is not valid JSON ({exc})") from None
+        raise LfTunerError(f"{what}: {path} is not valid JSON ({exc})") from None
     return data if isinstance(data, dict) else {}
 
 

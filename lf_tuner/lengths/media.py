@@ -12,7 +12,6 @@ the media) are `LfTunerError`s.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 from lf_tuner.chat import MediaPlugin, Message
 from lf_tuner.data import Sample
 from lf_tuner.errors import LfTunerError
+from lf_tuner.lengths.counters import read_json_object
 
 Config = dict[str, Any]  # a processor's settings, as its JSON file or its attributes give them
 IMAGE, VIDEO, AUDIO = "<image>", "<video>", "<audio>"  # LLaMA-Factory's default placeholders
@@ -81,9 +81,9 @@ class ProcessorInfo:
 
     @classmethod
     def _from_json(cls, model_dir: Path) -> ProcessorInfo | None:
-        image = _read(model_dir / "preprocessor_config.json")
-        video = _read(model_dir / "video_preprocessor_config.json") or image
-        processor = _read(model_dir / "processor_config.json")
+        image = read_json_object(model_dir / "preprocessor_config.json", "processor")
+        video = read_json_object(model_dir / "video_preprocessor_config.json", "processor") or image
+        processor = read_json_object(model_dir / "processor_config.json", "processor")
         if not image and not processor:
             return None
         audio = "feature_extractor_type" in image
@@ -148,16 +148,6 @@ def _size_dict(value: Any) -> Any:
         return value
     names = ("height", "width", "shortest_edge", "longest_edge")
     return {k: getattr(value, k) for k in names if getattr(value, k, None) is not None} or value
-
-
-def _read(path: Path) -> Config:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise LfTunerError(f"processor: {path} is not valid JSON ({exc})") from None
-    return data if isinstance(data, dict) else {}
 
 
 class MediaCounter:
