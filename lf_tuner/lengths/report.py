@@ -32,25 +32,24 @@ class LengthSummary:
 
     @classmethod
     def of(cls, values: Any) -> LengthSummary:
-        s = Stats.of(values)
+        return cls.from_stats(Stats.of(values))
+
+    @classmethod
+    def from_stats(cls, s: Stats) -> LengthSummary:
         return cls(round(s.mean, 2), s.p50, s.p90, s.p95, s.p99, s.max)
 
 
 @dataclass
 class CutoffReport:
-    """The result of `lf-tuner cutoff`: total-length statistics at the top level, the recommendation and its
-    costs, what was counted with, and what was skipped or approximated. `to_dict` is the `--json` object."""
+    """The result of `lf-tuner cutoff`: total-length statistics (at the top level of the JSON), the
+    recommendation and its costs, what was counted with, and what was skipped or approximated. `to_dict` is the
+    `--json` object."""
 
     stage: str
     template: str
     tokenizer: str
     count: int
-    mean: float
-    p50: int
-    p90: int
-    p95: int
-    p99: int
-    max: int
+    total: LengthSummary  # its fields (mean, p50, ..., max) are the JSON's top-level keys
     tokens: int
     percentile: float
     percentile_length: int
@@ -78,8 +77,14 @@ class CutoffReport:
     written: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The `--json` object: keys whose value does not apply (None) are left out."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The `--json` object: `total` flattened in place, keys whose value does not apply (None) left out."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if key == "total":
+                out.update(value)
+            elif value is not None:
+                out[key] = value
+        return out
 
 
 def resolve_data(
@@ -177,12 +182,7 @@ def build_report(
         template=template,
         tokenizer=counter.label,
         count=total.count,
-        mean=round(total.mean, 2),
-        p50=total.p50,
-        p90=total.p90,
-        p95=total.p95,
-        p99=total.p99,
-        max=total.max,
+        total=LengthSummary.from_stats(total),
         tokens=total.sum,
         percentile=rec.percentile,
         percentile_length=rec.percentile_length,
