@@ -247,15 +247,18 @@ def _finish(
     return _sample(row, attr, aligned[:-1], aligned[-1:], system, tools)
 
 
+def _leading_system(messages: list[Row], attr: DatasetAttr, otherwise: Any) -> tuple[Any, list[Row]]:
+    """(system prompt, the other messages): a first message with the system tag, else `otherwise` (each chat
+    converter's own reading of the system column)."""
+    if attr.system_tag and messages and messages[0][str(attr.role_tag)] == attr.system_tag:
+        return messages[0][str(attr.content_tag)], messages[1:]
+    return otherwise, messages
+
+
 def _sharegpt(row: Row, attr: DatasetAttr) -> Sample | str:
-    messages = _messages(row, attr)
     tags = _tag_map(attr)
     rt, ct = str(attr.role_tag), str(attr.content_tag)
-    if attr.system_tag and messages and messages[0][rt] == attr.system_tag:
-        system = messages[0][ct]
-        messages = messages[1:]
-    else:
-        system = _col(row, attr.system) or ""
+    system, messages = _leading_system(_messages(row, attr), attr, _col(row, attr.system) or "")
     accept = ((attr.user_tag, attr.observation_tag), (attr.assistant_tag, attr.function_tag))
     aligned = []
     for i, m in enumerate(messages):
@@ -266,14 +269,11 @@ def _sharegpt(row: Row, attr: DatasetAttr) -> Sample | str:
 
 
 def _openai(row: Row, attr: DatasetAttr) -> Sample | str:
-    messages = _messages(row, attr)
     tags = _tag_map(attr)
     rt, ct = str(attr.role_tag), str(attr.content_tag)
-    if attr.system_tag and messages and messages[0][rt] == attr.system_tag:
-        system = messages[0][ct]
-        messages = messages[1:]
-    else:
-        system = row.get(attr.system, "") if attr.system else ""
+    system, messages = _leading_system(
+        _messages(row, attr), attr, row.get(attr.system, "") if attr.system else ""
+    )
     aligned: list[Message] = []
     tool_responses: list[str] = []
     structured = isinstance(_col(row, attr.tools), (dict, list))
