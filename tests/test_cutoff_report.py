@@ -10,11 +10,21 @@ from typing import Any
 
 import pytest
 
-from lf_tuner.config.files import load_mapping
+from lf_tuner.config import load_mapping
 from lf_tuner.data import DatasetAttr
 from lf_tuner.errors import LfTunerError
-from lf_tuner.lengths import Measurement, histogram, recommend, stats_table
-from lf_tuner.lengths import report as cutoff_report
+from lf_tuner.lengths import (
+    Measurement,
+    build_report,
+    drop_longer,
+    histogram,
+    human_lines,
+    model_template,
+    recommend,
+    resolve_data,
+    stats_table,
+    token_counter,
+)
 from lf_tuner.memory import lora_vram_gib
 from tests.conftest import HAS_TRANSFORMERS
 from tests.lf_data import build_bpe_tokenizer, write_dataset_dir
@@ -64,31 +74,31 @@ def test_read_config_errors(tmp_path: Path, text: str, message: str) -> None:
 def test_resolve_data_file_names_and_format(tmp_path: Path) -> None:
     d = write_dataset_dir(tmp_path / "data", n=2)
     (tmp_path / "rows.json").write_text((d / "alpaca.json").read_text())  # not registered anywhere
-    [one] = cutoff_report.resolve_data(tmp_path / "rows.json", None, None, {}, None)
+    [one] = resolve_data(tmp_path / "rows.json", None, None, {}, None)
     assert (one.name, one.formatting, one.detected) == ("rows.json", "alpaca", True)
-    [registered] = cutoff_report.resolve_data(d / "alpaca.json", None, None, {}, None)
+    [registered] = resolve_data(d / "alpaca.json", None, None, {}, None)
     assert (registered.name, registered.detected) == ("alp", False)  # its dataset_info.json entry
     cfg = {"dataset": "alp", "dataset_dir": str(d)}
-    assert [a.name for a in cutoff_report.resolve_data(None, None, None, cfg, None)] == ["alp"]
-    named = cutoff_report.resolve_data(None, "sg,oa", d, {"dataset": "alp"}, "sharegpt")  # --dataset wins
+    assert [a.name for a in resolve_data(None, None, None, cfg, None)] == ["alp"]
+    named = resolve_data(None, "sg,oa", d, {"dataset": "alp"}, "sharegpt")  # --dataset wins
     assert [(a.name, a.formatting) for a in named] == [("sg", "sharegpt"), ("oa", "sharegpt")]
 
 
 def test_model_template() -> None:
-    assert cutoff_report.model_template(None) is None
-    assert cutoff_report.model_template("Qwen/Qwen3-8B") == "qwen3"
-    assert cutoff_report.model_template("nope/nope") is None  # unknown: no default, no error
+    assert model_template(None) is None
+    assert model_template("Qwen/Qwen3-8B") == "qwen3"
+    assert model_template("nope/nope") is None  # unknown: no default, no error
 
 
 def test_token_counter_choice(tmp_path: Path, tok: Path) -> None:
-    assert cutoff_report.token_counter(None, None, None) is None
+    assert token_counter(None, None, None) is None
     with pytest.raises(
         LfTunerError, match=r"no tokenizer for `Qwen/Qwen3-8B`\. Tried: .*Pass --tokenizer DIR"
     ):
-        cutoff_report.token_counter(None, None, "Qwen/Qwen3-8B")  # a Hub id: not cached, and offline
+        token_counter(None, None, "Qwen/Qwen3-8B")  # a Hub id: not cached, and offline
     given, own = (
-        cutoff_report.token_counter(tok, None, None),
-        cutoff_report.token_counter(None, None, str(tok)),
+        token_counter(tok, None, None),
+        token_counter(None, None, str(tok)),
     )
     label = f"tok ({'transformers' if HAS_TRANSFORMERS else 'tokenizers'})"
     assert given is not None and given.label == label
@@ -107,7 +117,7 @@ def test_lora_vram(tmp_path: Path) -> None:
 def test_build_report_adds_config_truncation() -> None:
     m = _measurement([4, 8, 12, 16, 160])
     rec = recommend(list(m.total), multiple=8)
-    result = cutoff_report.build_report(
+    result = build_report(
         m, rec, template="empty", counter=Counted(), cfg={"cutoff_len": "10"}, vram_gib=None
     ).to_dict()
     assert (result["recommended_cutoff"], result["template"], result["tokenizer"]) == (
@@ -119,9 +129,7 @@ def test_build_report_adds_config_truncation() -> None:
     assert "lora_vram_gib" not in result
     assert (
         "config_cutoff_len"
-        not in cutoff_report.build_report(
-            m, rec, template="empty", counter=Counted(), cfg={}, vram_gib=None
-        ).to_dict()
+        not in build_report(m, rec, template="empty", counter=Counted(), cfg={}, vram_gib=None).to_dict()
     )
 
 
@@ -129,11 +137,11 @@ def test_human_lines() -> None:
     m = _measurement([4, 8, 12, 16, 160], skipped=Counter({"missing column": 1}))
     rec = recommend(list(m.total), multiple=128, max_positions=128)
     attr = DatasetAttr(name="d.json", files=[Path("/data/d.json")], detected=True)
-    result = cutoff_report.build_report(m, rec, template="qwen", counter=Tiktoken(), cfg={"cutoff_len": 16},
+    result = build_report(m, rec, template="qwen", counter=Tiktoken(), cfg={"cutoff_len": 16},
                                         vram_gib=1.5)  # fmt: skip
     result.dropped, result.written = 1, 4
     assert result.to_dict()["approximate_reasons"] == {Tiktoken.approximate_reason: 5}
-    assert cutoff_report.human_lines(m, rec, result, [attr]) == [
+    assert human_lines(m, rec, result, [attr]) == [
         "dataset   d.json: alpaca (detected), /data/d.json",
         "template  qwen   tokenizer o200k_base (tiktoken, approximate)  (APPROXIMATE)",
         "rows      5 read, 5 samples, 1 skipped",
@@ -154,9 +162,9 @@ def test_human_lines() -> None:
 def test_drop_longer(tmp_path: Path) -> None:
     rows = [{"instruction": "a " * n, "input": "", "output": "b"} for n in (1, 5, 2)]
     (tmp_path / "d.json").write_text(json.dumps(rows))
-    [attr] = cutoff_report.resolve_data(tmp_path / "d.json", None, None, {}, None)
+    [attr] = resolve_data(tmp_path / "d.json", None, None, {}, None)
     m = _measurement([3, 11, 5], row_lengths={"d.json": array("q", [3, 11, 5])})
-    assert cutoff_report.drop_longer(attr, m, 5, tmp_path / "short.json", force=False) == (1, 2)
+    assert drop_longer(attr, m, 5, tmp_path / "short.json", force=False) == (1, 2)
     assert json.loads((tmp_path / "short.json").read_text()) == [rows[0], rows[2]]
     with pytest.raises(LfTunerError, match=r"short.json exists; pass --force to overwrite it"):
-        cutoff_report.drop_longer(attr, m, 5, tmp_path / "short.json", force=False)
+        drop_longer(attr, m, 5, tmp_path / "short.json", force=False)

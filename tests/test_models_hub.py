@@ -183,7 +183,7 @@ def test_tokenizer_from_the_cache(tmp_path: Path, hf_cache: Path) -> None:
 
 
 def test_tokenizer_download_for_cutoff(tmp_path: Path, online: FakeHub) -> None:
-    from lf_tuner.lengths.report import token_counter
+    from lf_tuner.lengths import token_counter
 
     online.repos["acme/tiny"] = {
         "config.json": TINY,
