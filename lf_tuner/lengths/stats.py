@@ -78,7 +78,7 @@ def recommend(
     if max_positions is not None and cutoff > max_positions:
         cutoff, capped = max_positions, max_positions
     over = [t - cutoff for t in ordered if t > cutoff]
-    all_tokens = sum(ordered)
+    over_tokens, all_tokens = sum(over), sum(ordered)
     return Recommendation(
         percentile=percentile_,
         percentile_length=p_len,
@@ -86,8 +86,8 @@ def recommend(
         cutoff=cutoff,
         capped_at=capped,
         truncated=len(over),
-        truncated_tokens=sum(over),
-        truncated_token_share=(sum(over) / all_tokens) if all_tokens else 0.0,
+        truncated_tokens=over_tokens,
+        truncated_token_share=(over_tokens / all_tokens) if all_tokens else 0.0,
     )
 
 
